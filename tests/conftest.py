@@ -1,0 +1,50 @@
+"""Shared fixtures: small deterministic models written in plain JAX."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def x64() -> Iterator[None]:
+    """Run one test in float64 (for exactness checks), then restore the default."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def mlp_logits(seed: int = 0, n_in: int = 6, n_hidden: int = 8, n_out: int = 3) -> Callable[[jax.Array], jax.Array]:
+    """A smooth nonlinear two-layer tanh network with fixed random weights (dtype follows x)."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(n_in, n_hidden)) / np.sqrt(n_in)
+    b1 = rng.normal(size=n_hidden) * 0.1
+    w2 = rng.normal(size=(n_hidden, n_out)) / np.sqrt(n_hidden)
+
+    def logits(x: jax.Array) -> jax.Array:
+        h = jnp.tanh(x @ jnp.asarray(w1, x.dtype) + jnp.asarray(b1, x.dtype))
+        return h @ jnp.asarray(w2, x.dtype)
+
+    return logits
+
+
+def cnn_logits(seed: int = 0, channels: int = 3, n_out: int = 4) -> Callable[[jax.Array], jax.Array]:
+    """A tiny HxWxC conv net (conv, relu, global mean, dense) for one example."""
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(size=(3, 3, channels, 5)) / 3.0
+    dense = rng.normal(size=(5, n_out))
+
+    def logits(x: jax.Array) -> jax.Array:
+        y = jax.lax.conv_general_dilated(
+            x[None], jnp.asarray(kernel, x.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )[0]
+        return jax.nn.relu(y).mean(axis=(0, 1)) @ jnp.asarray(dense, x.dtype)
+
+    return logits

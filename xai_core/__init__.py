@@ -1,0 +1,40 @@
+"""xai-core: attribution methods as pure JAX transforms of a score function.
+
+>>> import jax.numpy as jnp, xai_core as xc
+>>> f = lambda x: jnp.sum(jnp.tanh(x))
+>>> xc.attribute(f, jnp.ones(3), method="ig").shape
+(3,)
+
+Importing this package loads only jax, numpy and pillow; framework adapters live in
+``xai_core.adapters`` and import their framework lazily.
+"""
+
+from xai_core._chunking import DEFAULT_BATCH_SIZE
+from xai_core.gradients import (
+    RULES,
+    completeness_gap,
+    gradient,
+    gradient_x_input,
+    integrated_gradients,
+    path_rule,
+)
+from xai_core.perturbation import occlusion
+from xai_core.registry import attribute, methods, register
+from xai_core.smoothing import smoothgrad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "RULES",
+    "attribute",
+    "completeness_gap",
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "methods",
+    "occlusion",
+    "path_rule",
+    "register",
+    "smoothgrad",
+]

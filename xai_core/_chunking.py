@@ -1,0 +1,59 @@
+"""Bounded-memory evaluation: steps, samples and patches are evaluated ``batch_size`` at a time.
+
+IG with 512 steps, SmoothGrad with 50 samples and occlusion with hundreds of patches all
+multiply the batch the model sees. ``chunked_sum`` vmaps a term over one chunk of indices and
+``lax.scan``s over chunks, so peak memory is that of ``batch_size`` evaluations, and the whole
+reduction is still one compiled program.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_BATCH_SIZE = 32
+"""Default number of steps / samples / patches evaluated at once (``None`` means all at once)."""
+
+
+def accumulation_dtype(dtype: Any) -> jnp.dtype:
+    """Sums of low-precision terms are accumulated in at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def chunked_sum(term: Callable[[jax.Array], Any], n: int, batch_size: int | None) -> Any:
+    """Return ``sum(term(i) for i in range(n))`` for a pytree-valued ``term``.
+
+    The ``n`` terms are split into ``ceil(n / batch_size)`` equal chunks (the last one padded
+    and masked), each evaluated with ``jax.vmap`` and summed inside a ``lax.scan``; leaves are
+    accumulated in at least float32. ``batch_size=None`` (or ``>= n``) evaluates all ``n`` at once.
+
+    >>> import jax.numpy as jnp
+    >>> float(chunked_sum(lambda i: jnp.float32(i), 10, batch_size=3))
+    45.0
+    """
+    shapes = jax.eval_shape(term, jnp.zeros((), jnp.int32))
+
+    def cast(tree: Any) -> Any:
+        return jax.tree.map(lambda a: a.astype(accumulation_dtype(a.dtype)), tree)
+
+    if batch_size is None or batch_size >= n:
+        return jax.tree.map(lambda a: a.sum(0), cast(jax.vmap(term)(jnp.arange(n))))
+    n_chunks = math.ceil(n / batch_size)
+    size = math.ceil(n / n_chunks)  # equal chunks, at most batch_size each, least padding
+    index = jnp.arange(n_chunks * size).reshape(n_chunks, size)
+
+    def body(total: Any, chunk: jax.Array) -> tuple[Any, None]:
+        valid = chunk < n
+        values = cast(jax.vmap(term)(jnp.minimum(chunk, n - 1)))
+        masked = jax.tree.map(
+            lambda v: jnp.where(valid.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0).sum(0), values
+        )
+        return jax.tree.map(jnp.add, total, masked), None
+
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, accumulation_dtype(s.dtype)), shapes)
+    total, _ = jax.lax.scan(body, init, index)
+    return total

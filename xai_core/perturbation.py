@@ -1,0 +1,109 @@
+"""Perturbation methods: occlusion.
+
+Occlusion needs no gradient: it replaces one window of the input at a time by a baseline and
+records how much the score drops. All windows are evaluated in one compiled program
+(``vmap`` within a chunk of ``batch_size`` windows, ``lax.scan`` across chunks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_core._checks import ScoreFn, check_baseline, check_batch_size, check_input, checked_score
+from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+
+
+def _per_axis(value: int | Sequence[int], x_shape: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """An int means the same on every axis; a sequence needs one positive int per axis of x."""
+    values = (value,) * len(x_shape) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != len(x_shape):
+        raise ValueError(
+            f"occlusion: {what} {value!r} has {len(values)} entries but x has {len(x_shape)} axes "
+            f"(shape {x_shape}); give one per axis, e.g. {what}=(8, 8, {x_shape[-1]}) for an HxWxC image."
+        )
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"occlusion: {what} entries must be integers >= 1, got {value!r}.")
+    return tuple(int(v) for v in values)
+
+
+def window_starts(size: int, window: int, stride: int) -> np.ndarray:
+    """Start of every window on one axis: ``1 + ceil((size - window) / stride)`` of them, ``k * stride``.
+
+    As in Captum, the last window may stick out past the edge and is clipped there, so every
+    element is covered at least once even when windows do not tile the axis.
+    """
+    return np.arange(1 + math.ceil((size - window) / stride)) * stride
+
+
+def occlusion(
+    score_fn: ScoreFn,
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    baseline: Any = 0.0,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> Callable[[jax.Array], jax.Array]:
+    """Occlusion: ``a_i = mean over windows W containing i of [f(x) - f(x with W set to baseline)]``.
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014; the
+    averaging over overlapping windows and the edge handling follow Captum's ``Occlusion``.
+
+    Args:
+      score_fn: ``x -> scalar`` for one example.
+      window: window shape, one entry per axis of ``x`` (an int means the same on every axis),
+        e.g. ``(8, 8, 3)`` to occlude 8x8 pixels across all channels of an HxWxC image.
+      stride: step between windows per axis; ``None`` means ``window`` (non-overlapping). A
+        stride larger than the window leaves gaps: elements no window covers get 0.
+      baseline: value put in the occluded window: a scalar or an array of ``x``'s shape.
+      batch_size: windows evaluated at once (bounds memory); ``None`` means all at once.
+
+    >>> import jax.numpy as jnp, xai_core as xc
+    >>> xc.occlusion(lambda x: jnp.sum(2.0 * x), window=2)(jnp.ones(4))
+    Array([2., 2., 2., 2.], dtype=float32)
+    """
+    score = checked_score(score_fn, "occlusion")
+    batch_size = check_batch_size(batch_size, "occlusion")
+
+    def attribution(x: jax.Array) -> jax.Array:
+        x = check_input(x, "occlusion")
+        fill = check_baseline(baseline, x, "occlusion")
+        shape = tuple(x.shape)
+        win = _per_axis(window, shape, "window")
+        step = win if stride is None else _per_axis(stride, shape, "stride")
+        too_big = [(axis, w, s) for axis, (w, s) in enumerate(zip(win, shape)) if w > s]
+        if too_big:
+            axis, w, s = too_big[0]
+            raise ValueError(
+                f"occlusion: window {win} is larger than x of shape {shape} on axis {axis} "
+                f"({w} > {s}); use a window that fits inside the input."
+            )
+        per_axis = [window_starts(s, w, st) for s, w, st in zip(shape, win, step)]
+        starts = jnp.asarray(np.stack([g.ravel() for g in np.meshgrid(*per_axis, indexing="ij")], axis=1))
+        # How many windows cover each element: per axis, then an outer product over axes.
+        coverage = np.ones((), np.float64)
+        for size, w, s in zip(shape, win, per_axis):
+            count = np.zeros(size)
+            for start in s:
+                count[start : start + w] += 1
+            coverage = np.multiply.outer(coverage, count)
+        acc = accumulation_dtype(x.dtype)
+        full = score(x).astype(acc)
+
+        def term(p: jax.Array) -> jax.Array:
+            mask = jnp.ones(shape, bool)
+            for axis, (size, w) in enumerate(zip(shape, win)):
+                index = jnp.arange(size)
+                inside = (index >= starts[p, axis]) & (index < starts[p, axis] + w)
+                mask &= inside.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+            drop = full - score(jnp.where(mask, fill, x)).astype(acc)
+            return jnp.where(mask, drop, 0)
+
+        total = chunked_sum(term, len(starts), batch_size)
+        return (total / jnp.asarray(np.maximum(coverage, 1), acc)).astype(x.dtype)
+
+    return attribution
