@@ -1,0 +1,40 @@
+"""Framework adapters: a model from PyTorch, Keras or Flax -> :class:`Model`.
+
+Every adapter returns the same framework-free :class:`Model`: a pure JAX function of
+ONE example that returns logits (the model cut before its final softmax /
+log_softmax / sigmoid), with ``m.logits(x)``, ``m.score(target)`` and ``m.params``.
+
+Importing this package imports no framework; each ``from_*`` loads its framework on
+first use, and a missing one raises an ``ImportError`` that names the ``pip install``.
+
+Example:
+    >>> from xai_core.adapters import Model, from_flax  # flax is not imported yet
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._base import OUTPUTS, Model, ProbabilityOutputWarning
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .flax import from_flax
+
+__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "from_flax"]
+
+# Adapter functions, loaded lazily: name -> submodule of this package.
+# ("from_torch": ".torch" and "from_keras": ".keras" go here when they land.)
+_LAZY = {"from_flax": ".flax"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

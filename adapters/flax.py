@@ -1,0 +1,113 @@
+"""Flax adapter: a ``flax.linen`` or ``flax.nnx`` module -> :class:`Model`.
+
+Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> from xai_core.adapters import from_flax
+    >>> net = nn.Sequential([nn.Dense(3), jax.nn.softmax])
+    >>> variables = net.init(jax.random.key(0), jnp.ones((1, 4)))
+    >>> m = from_flax(net, variables)
+    >>> m.logits(jnp.ones(4)).shape, m.cut
+    ((3,), 'softmax')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._base import Model, OutputMode
+
+__all__ = ["from_flax"]
+
+
+def _import_flax() -> tuple[Any, Any]:
+    try:
+        from flax import linen, nnx
+    except ImportError as e:  # pragma: no cover - flax is installed in the dev env
+        raise ImportError("from_flax needs Flax, which is not installed: pip install flax") from e
+    return linen, nnx
+
+
+def _first(out: Any, who: str) -> Any:
+    """Drop the batch axis of size 1 that the adapter added."""
+    import jax
+
+    if not isinstance(out, jax.Array):
+        raise TypeError(f"from_flax: {who} returned {type(out).__name__}, not one array of "
+                        "class scores. Pass apply_kwargs={'method': ...} or wrap the module so "
+                        "that it returns the logits array.")
+    if out.ndim == 0 or out.shape[0] != 1:
+        raise ValueError(f"from_flax: {who} returned shape {tuple(out.shape)} for a batch of one; "
+                         "expected a leading batch axis of size 1.")
+    return out[0]
+
+
+def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
+              output: OutputMode = "logits",
+              apply_kwargs: Mapping[str, Any] | None = None,
+              input_shape: Sequence[int | None] | None = None) -> Model:
+    """Wrap a Flax model as a :class:`Model` of one example that returns logits.
+
+    The model sees ONE example ``x`` (no batch axis) as a batch of one:
+    ``module(x[None])[0]``; batch many examples with ``jax.vmap``.
+
+    - **linen**: ``variables`` (from ``module.init``) is required and becomes
+      ``m.params``; the call is ``module.apply(variables, x[None], **apply_kwargs)[0]``.
+      Linen has no global eval switch: pass what your module needs for inference,
+      e.g. ``apply_kwargs={"train": False}`` (BatchNorm running averages, no dropout).
+    - **nnx**: the state comes from the module (``nnx.split``) and becomes
+      ``m.params`` (an ``nnx.State``); do not pass ``variables``. A copy of the module
+      is put in eval mode (``.eval()``: BatchNorm uses its running averages, Dropout
+      is off); your module is not changed. The call is
+      ``nnx.merge(graphdef, state)(x[None], **apply_kwargs)[0]``.
+
+    Args:
+        module: a ``flax.linen.Module`` or a ``flax.nnx.Module``.
+        variables: linen only: the variables dict (``{"params": ..., "batch_stats": ...}``).
+        output: ``"logits"`` (default), ``"probs"`` or ``"log_probs"``; see :class:`Model`.
+        apply_kwargs: extra keyword arguments for the call (e.g. ``train=False``,
+            ``method=...`` for linen).
+        input_shape: the shape of one example, if you want it checked up front.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> net = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), jax.nn.log_softmax)
+        >>> m = from_flax(net)
+        >>> m.score(2)(jnp.ones(4)).shape, m.cut
+        ((), 'log_softmax')
+    """
+    linen, nnx = _import_flax()
+    kwargs = dict(apply_kwargs or {})
+    name = type(module).__name__
+
+    if isinstance(module, linen.Module):
+        if variables is None:
+            raise TypeError(f"from_flax: {name} is a flax.linen module, which holds no weights; "
+                            "pass its variables: from_flax(module, module.init(key, x_batch)).")
+        if not isinstance(variables, Mapping):
+            raise TypeError(f"from_flax: variables must be the dict from module.init(...), "
+                            f"got {type(variables).__name__}.")
+
+        def apply(variables: Any, x: Any) -> Any:
+            return _first(module.apply(variables, x[None], **kwargs), f"{name}.apply")
+
+        return Model(apply, variables, output=output, input_shape=input_shape, name=name)
+
+    if isinstance(module, nnx.Module):
+        if variables is not None:
+            raise TypeError(f"from_flax: {name} is a flax.nnx module and carries its own state; "
+                            "do not pass variables (use model.with_params(state) for other weights).")
+        graphdef, state = nnx.split(module)
+        copy = nnx.merge(graphdef, state)  # leave the caller's module in its mode
+        if callable(getattr(copy, "eval", None)):
+            copy.eval()
+        graphdef, state = nnx.split(copy)
+
+        def apply_nnx(state: Any, x: Any) -> Any:
+            return _first(nnx.merge(graphdef, state)(x[None], **kwargs), name)
+
+        return Model(apply_nnx, state, output=output, input_shape=input_shape, name=name)
+
+    raise TypeError(f"from_flax: expected a flax.linen.Module or flax.nnx.Module, got {name}. "
+                    "For a plain function use xai_core.adapters.Model(apply, params).")

@@ -1,0 +1,229 @@
+"""Tests for xai_core.graph: tracing with jit inlined, cutting final activations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xai_core import graph
+
+
+# A small model with (4, 5) logits for a (4, 6) input, so softmax can run over any axis.
+_RNG = np.random.default_rng(0)
+_W1, _W2 = _RNG.normal(size=(6, 8)).astype(np.float32), _RNG.normal(size=(8, 5)).astype(np.float32)
+
+
+def _params() -> dict[str, jax.Array]:
+    return {"w1": jnp.asarray(_W1), "w2": jnp.asarray(_W2)}
+
+
+def _logits(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    return jnp.tanh(x @ p["w1"]) @ p["w2"]
+
+
+X = jnp.asarray(_RNG.normal(size=(4, 6)).astype(np.float32))
+LOGITS = jax.jit(_logits)(_params(), X)
+
+
+def _run(closed, *args):
+    # jitted: one compile instead of one per op (keeps the tests fast)
+    return jax.jit(lambda *a: jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *a))(*jax.tree.leaves(args))
+
+
+def _prims(closed) -> list[str]:
+    return [e.primitive.name for e in closed.jaxpr.eqns]
+
+
+@pytest.fixture
+def softmax_custom_jvp() -> Iterator[None]:
+    previous = jax.config.jax_softmax_custom_jvp
+    jax.config.update("jax_softmax_custom_jvp", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_softmax_custom_jvp", previous)
+
+
+def _hand_softmax(z, axis=-1):
+    e = jnp.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+# activation applied to the logits -> what the cut should report
+ENDINGS = {
+    "softmax": (jax.nn.softmax, "softmax"),
+    "softmax_axis0": (lambda z: jax.nn.softmax(z, axis=0), "softmax"),
+    "softmax_all_axes": (lambda z: jax.nn.softmax(z, axis=(0, 1)), "softmax"),
+    "log_softmax": (jax.nn.log_softmax, "log_softmax"),
+    "log_softmax_axis0": (lambda z: jax.nn.log_softmax(z, axis=0), "log_softmax"),
+    "sigmoid": (jax.nn.sigmoid, "sigmoid"),
+    "inline_exp_over_sum": (lambda z: jnp.exp(z) / jnp.sum(jnp.exp(z), -1, keepdims=True), "softmax"),
+    "inline_shifted": (_hand_softmax, "softmax"),
+    "inline_times_reciprocal": (lambda z: jnp.exp(z) * (1.0 / jnp.exp(z).sum(-1, keepdims=True)), "softmax"),
+    "inline_log_softmax": (lambda z: z - jnp.log(jnp.exp(z).sum(-1, keepdims=True)), "log_softmax"),
+    "minus_logsumexp": (lambda z: z - jax.nn.logsumexp(z, axis=-1, keepdims=True), "log_softmax"),
+    "inline_sigmoid": (lambda z: 1.0 / (1.0 + jnp.exp(-z)), "sigmoid"),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_cut_final_activation_returns_logits(ending: str) -> None:
+    act, expected = ENDINGS[ending]
+    p = _params()
+    closed = graph.trace(lambda p, x: act(_logits(p, x)), p, X)
+    cut, what = graph.cut_final_activation(closed)
+    assert what == expected
+    np.testing.assert_allclose(_run(cut, p, X)[0], LOGITS, atol=1e-6)
+    # the activation is gone (dead code removed), only the logits' ops remain
+    assert not {"exp", "logistic", "log", "reduce_max", "custom_jvp_call"} & set(_prims(cut))
+    # same inputs as before: params stay inputs, in the same order
+    assert [v.aval for v in cut.jaxpr.invars] == [v.aval for v in closed.jaxpr.invars]
+
+
+def test_cut_softmax_custom_jvp(softmax_custom_jvp: None) -> None:
+    p = _params()
+    closed = graph.trace(lambda p, x: jax.nn.softmax(_logits(p, x)), p, X)
+    assert "custom_jvp_call" in _prims(closed)
+    cut, what = graph.cut_final_activation(closed)
+    assert what == "softmax"
+    assert "custom_jvp_call" not in _prims(cut)
+    np.testing.assert_allclose(_run(cut, p, X)[0], LOGITS, atol=1e-6)
+
+
+def test_trace_inlines_jit_but_keeps_log_softmax_and_custom_jvp() -> None:
+    p = _params()
+
+    @jax.jit
+    def block(p, x):
+        return jax.nn.relu(jax.jit(jnp.tanh)(x @ p["w1"])) @ p["w2"]
+
+    closed = graph.trace(lambda p, x: jax.nn.log_softmax(block(p, x)), p, X)
+    calls = [e for e in closed.jaxpr.eqns if e.primitive.name in ("jit", "pjit")]
+    assert [e.params["name"] for e in calls] == ["log_softmax"]
+    assert "custom_jvp_call" in _prims(closed)  # relu keeps its custom derivative
+    assert "tanh" in _prims(closed)  # inlined from the nested jit
+    assert len(closed.jaxpr.invars) == 3 and not closed.consts  # params are inputs
+    ref = jax.nn.log_softmax(block(p, X))
+    np.testing.assert_allclose(_run(closed, p, X)[0], ref, atol=1e-6)
+    cut, what = graph.cut_final_activation(closed)
+    assert what == "log_softmax"
+    np.testing.assert_allclose(_run(cut, p, X)[0], block(p, X), atol=1e-6)
+
+
+def test_trace_accepts_shape_structs_and_returns_shape() -> None:
+    spec = jax.ShapeDtypeStruct((4, 6), jnp.float32)
+    closed, out = graph.trace(lambda x: jnp.sum(x, 0), spec, return_shape=True)
+    assert out.shape == (6,) and _prims(closed) == ["reduce_sum"]
+
+
+STRUCTURAL = {
+    "index0": lambda y: y[0],
+    "reshape": lambda y: y.reshape(-1),
+    "transpose": lambda y: y.T,
+    "gather": lambda y: y.reshape(-1)[jnp.array([3, 0, 7])],
+    "astype_then_squeeze": lambda y: y.astype(jnp.float32)[None][0],
+    "slice": lambda y: y[1:3, ::2],
+}
+
+
+@pytest.mark.parametrize("tail", sorted(STRUCTURAL))
+def test_structural_ops_after_the_activation_are_kept(tail: str) -> None:
+    post = STRUCTURAL[tail]
+    p = _params()
+    closed = graph.trace(lambda p, x: post(jax.nn.softmax(_logits(p, x))), p, X)
+    cut, what = graph.cut_final_activation(closed)
+    assert what == "softmax"
+    np.testing.assert_allclose(_run(cut, p, X)[0], post(_logits(p, X)), atol=1e-6)
+
+
+def test_dynamic_index_after_softmax_is_kept() -> None:
+    p = _params()
+    closed = graph.trace(lambda p, x, i: jax.nn.softmax(_logits(p, x))[i], p, X, 2)
+    cut, what = graph.cut_final_activation(closed)
+    assert what == "softmax"
+    np.testing.assert_allclose(_run(cut, p, X, 2)[0], _logits(p, X)[2], atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [
+    _logits,                                                            # plain logits
+    lambda p, x: jax.nn.softmax(_logits(p, x)) @ p["w2"].T,             # softmax in the middle
+    lambda p, x: jnp.tanh(jax.nn.softmax(_logits(p, x))),               # something after it
+    lambda p, x: (lambda z: jax.nn.softmax(z @ z.T) @ z)(_logits(p, x)),  # attention
+    lambda p, x: (lambda s: s / s.sum(-1, keepdims=True))(jax.nn.softplus(_logits(p, x))),
+    lambda p, x: jnp.exp(_logits(p, x)) / jnp.sum(jnp.exp(_logits(p, x) * 2), -1, keepdims=True),
+], ids=["logits", "mid_softmax", "tanh_after", "attention", "normalized_softplus", "mismatched_exp"])
+def test_nothing_to_cut_returns_the_same_program(fn) -> None:
+    p = _params()
+    closed = graph.trace(fn, p, X)
+    cut, what = graph.cut_final_activation(closed)
+    assert what is None
+    assert cut is closed
+
+
+def test_cut_inside_remat_stays_remat() -> None:
+    p = _params()
+    f = jax.checkpoint(lambda p, x: jax.nn.softmax(_logits(p, x))[0])
+    cut, what = graph.cut_final_activation(graph.trace(f, p, X))
+    assert what == "softmax"
+    remat = [e for e in cut.jaxpr.eqns if e.primitive.name in ("checkpoint", "remat", "remat2")]
+    assert len(remat) == 1
+    assert "exp" not in [e.primitive.name for e in graph._inner(remat[0]).jaxpr.eqns]
+    np.testing.assert_allclose(_run(cut, p, X)[0], _logits(p, X)[0], atol=1e-6)
+
+
+def test_cut_with_low_precision_casts_around_the_softmax() -> None:
+    p = jax.tree.map(lambda a: a.astype(jnp.bfloat16), _params())
+    x = X.astype(jnp.bfloat16)
+
+    def f(p, x):
+        return jax.nn.softmax(_logits(p, x).astype(jnp.float32)).astype(jnp.bfloat16)
+
+    cut, what = graph.cut_final_activation(graph.trace(f, p, x))
+    assert what == "softmax"
+    out = _run(cut, p, x)[0]
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out.astype(np.float32), _logits(p, x).astype(np.float32), atol=1e-2)
+
+
+def test_multiple_outputs_are_cut_independently() -> None:
+    p = _params()
+
+    def fn(p, x):
+        z = _logits(p, x)
+        probs = jax.nn.softmax(z)
+        return probs, probs.sum(-1), z * 2, jax.nn.sigmoid(z)
+
+    cut, what = graph.cut_final_activation(graph.trace(fn, p, X))
+    assert what == "softmax,sigmoid"
+    probs_out, total, twice, sig_out = _run(cut, p, X)
+    z = _logits(p, X)
+    np.testing.assert_allclose(probs_out, z, atol=1e-6)
+    np.testing.assert_allclose(total, np.ones(4), atol=1e-6)  # other uses keep the softmax
+    np.testing.assert_allclose(twice, 2 * z, atol=1e-6)
+    np.testing.assert_allclose(sig_out, z, atol=1e-6)
+
+
+def test_cut_program_differentiates_like_the_logits() -> None:
+    p = _params()
+    cut, _ = graph.cut_final_activation(graph.trace(lambda p, x: jax.nn.softmax(_logits(p, x)), p, X))
+    g_cut = jax.grad(lambda x: _run(cut, p, x)[0][1, 3])(X)
+    g_ref = jax.grad(lambda x: _logits(p, x)[1, 3])(X)
+    np.testing.assert_allclose(g_cut, g_ref, atol=1e-5)
+
+
+def test_looks_like_probabilities() -> None:
+    z = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    assert graph.looks_like_probabilities(jax.nn.softmax(z))
+    assert graph.looks_like_probabilities(jax.nn.softmax(z[0]))
+    assert graph.looks_like_probabilities(jnp.array([0.7]))  # one sigmoid-like output
+    assert graph.looks_like_probabilities(jnp.array(0.2))
+    assert not graph.looks_like_probabilities(z)
+    assert not graph.looks_like_probabilities(jnp.array([0.1, 0.2, 0.3]))  # in [0, 1], sum != 1
+    assert not graph.looks_like_probabilities(jnp.array([1.2]))
+    assert not graph.looks_like_probabilities(jnp.array([0.5, jnp.nan, 0.5]))
+    assert not graph.looks_like_probabilities(jnp.array([0, 1]))  # integers
+    assert not graph.looks_like_probabilities(jnp.zeros((0,)))
