@@ -1,0 +1,1 @@
+"""Benchmarks: timings and memory against Captum and the floor (see benchmarks/README.md)."""

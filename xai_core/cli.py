@@ -1,0 +1,33 @@
+"""The ``xai-core`` command: ``xai-core demo`` and ``xai-core methods``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xai-core`` console script."""
+    parser = argparse.ArgumentParser(prog="xai-core", description="Attribution methods as pure JAX transforms.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("methods", help="list every method name `xai_core.attribute` accepts")
+    demo = commands.add_parser("demo", help="train a small CNN on the shapes data and explain it")
+    from xai_core.demo import add_arguments
+
+    add_arguments(demo)
+    args = parser.parse_args(argv)
+    if args.command == "methods":
+        from xai_core.registry import get_method, methods
+
+        for name in methods():
+            method = get_method(name)
+            label = name if name == method.name else f"{name} (alias of {method.name})"
+            print(f"{label:40s} {method.summary}{'  [needs key]' if method.needs_key else ''}")
+        return 0
+    from xai_core.demo import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
