@@ -117,3 +117,22 @@ def test_traced_target_under_jit_vmap(method: str) -> None:
     batched = jax.jit(jax.vmap(fn))(xs, ts)
     loop = [xc.attribute(lambda x: logits_fn(x)[int(t)], x, method=method, key=key, **OPTIONS[method]) for x, t in zip(xs, ts)]
     np.testing.assert_allclose(batched, np.stack(loop), rtol=1e-5, atol=1e-6)
+
+
+def test_the_contract_pattern_on_a_flax_model() -> None:
+    """DESIGN.md: jax.jit(jax.vmap(lambda x, t: xc.attribute(m.score(t), x, method="ig")))(xs, ts)."""
+    import flax.linen as nn
+
+    from xai_core.adapters import from_flax
+
+    net = nn.Sequential([nn.Conv(4, (3, 3)), nn.relu, lambda h: h.mean(axis=(1, 2)), nn.Dense(5), nn.softmax])
+    xs = jax.random.uniform(key, (3, 6, 6, 3))
+    m = from_flax(net, net.init(key, xs))
+    ts = jnp.array([4, 0, 2])
+    batched = jax.jit(jax.vmap(lambda x, t: xc.attribute(m.score(t), x, method="ig")))(xs, ts)
+    loop = np.stack([xc.integrated_gradients(m.score(int(t)))(x) for x, t in zip(xs, ts)])
+    np.testing.assert_allclose(batched, loop, rtol=1e-5, atol=1e-6)
+    # the score is the logit: the same network without its softmax (same parameter names)
+    no_softmax = nn.Sequential(net.layers[:-1])
+    assert m.cut == "softmax"
+    np.testing.assert_allclose(m.logits(xs[0]), no_softmax.apply(m.params, xs[:1])[0], rtol=1e-5, atol=1e-6)
