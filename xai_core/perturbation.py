@@ -63,8 +63,8 @@ def occlusion(
       batch_size: windows evaluated at once (bounds memory); ``None`` means all at once.
 
     >>> import jax.numpy as jnp, xai_core as xc
-    >>> xc.occlusion(lambda x: jnp.sum(2.0 * x), window=2)(jnp.ones(4))
-    Array([2., 2., 2., 2.], dtype=float32)
+    >>> xc.occlusion(lambda x: jnp.sum(2.0 * x), window=2)(jnp.ones(4))  # each window drops the score by 4
+    Array([4., 4., 4., 4.], dtype=float32)
     """
     score = checked_score(score_fn, "occlusion")
     batch_size = check_batch_size(batch_size, "occlusion")

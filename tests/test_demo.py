@@ -1,0 +1,113 @@
+"""Tests for xai_core.demo: the pipeline on a tiny run (the real 60 s run is not a unit test)."""
+
+from __future__ import annotations
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xai_core.data import CLASSES
+from xai_core.demo import ShapesCNN, TrainedModel, _ProgressBar, train_shapes_model
+
+TINY = dict(n_train=32, epochs=2, n_test=8, size=16, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TrainedModel:
+    return train_shapes_model(jax.random.key(0), **TINY)  # type: ignore[arg-type]
+
+
+def test_tiny_run_returns_model_and_test_set(tiny: TrainedModel) -> None:
+    assert isinstance(tiny.module, ShapesCNN)
+    assert set(tiny.variables) == {"params", "batch_stats"}
+    assert tiny.test.images.shape == (8, 16, 16, 3)
+    assert tiny.test.labels.shape == (8,)
+    assert tiny.test.masks.shape == (8, 16, 16)
+    assert 0.0 <= tiny.test_accuracy <= 1.0
+    assert tiny.seconds > 0.0
+
+
+def test_trained_variables_are_finite_and_changed(tiny: TrainedModel) -> None:
+    leaves = jax.tree.leaves(tiny.variables)
+    assert all(bool(jnp.isfinite(leaf).all()) for leaf in leaves)
+    stats = jax.tree.leaves(tiny.variables["batch_stats"])
+    assert any(float(jnp.abs(s).sum()) > 0 for s in stats)  # Running means moved off zero.
+
+
+def test_model_returns_logits_for_one_example_and_batches(tiny: TrainedModel) -> None:
+    images = tiny.test.images
+    batched = tiny.module.apply(tiny.variables, images)
+    single = tiny.module.apply(tiny.variables, images[0])
+    assert batched.shape == (8, len(CLASSES)) and single.shape == (len(CLASSES),)
+    np.testing.assert_allclose(single, batched[0], rtol=1e-5, atol=1e-5)
+    # Logits, not probabilities: a score function of one example has a gradient of x's shape.
+    grad = jax.grad(lambda x: tiny.module.apply(tiny.variables, x)[0])(images[0])
+    assert grad.shape == images[0].shape and bool(jnp.isfinite(grad).all())
+
+
+def test_model_has_no_softmax() -> None:
+    model = ShapesCNN()
+    variables = model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
+    logits = model.apply(variables, jax.random.uniform(jax.random.key(2), (4, 16, 16, 3)) * 50.0)
+    assert not np.allclose(np.asarray(logits).sum(axis=-1), 1.0)
+
+
+def test_progress_bar_draws_to_stream() -> None:
+    stream = io.StringIO()
+    bar = _ProgressBar(4, stream, width=8)
+    for done in range(1, 5):
+        bar.update(done, jnp.float32(0.5))
+    bar.close()
+    text = stream.getvalue()
+    assert "[########] 4/4" in text and "loss 0.500" in text and text.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_train": 8, "batch_size": 16}, "at least batch_size"),
+        ({"epochs": 0}, "epochs must be"),
+        ({"n_test": 0}, "n_test must be"),
+        ({"size": 8}, "size must be"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        train_shapes_model(jax.random.key(0), progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+def test_demo_command_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from xai_core.cli import main
+    from xai_core.demo import METHODS
+
+    out = tmp_path / "grid.png"
+    assert main(["demo", "--train-images", "64", "--epochs", "1", "--images", "2", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "localization" in printed
+    for method in METHODS:
+        assert method in printed
+    width, height = Image.open(out).size
+    assert width > height > 0  # 2 rows of images, 2 + len(METHODS) columns
+
+
+def test_explain_reports_ig_gap_and_localization(tiny: TrainedModel) -> None:
+    from xai_core.demo import METHODS, explain, format_table
+
+    maps, reports = explain(tiny, 2, jax.random.key(0))
+    assert set(maps) == set(METHODS) and all(a.shape == (2, 16, 16, 3) for a in maps.values())
+    by_name = {r.method: r for r in reports}
+    assert by_name["integrated_gradients"].gap is not None and by_name["gradient"].gap is None
+    assert all(0.0 <= r.localization <= 1.0 and 0.0 < r.uniform < 1.0 for r in reports)
+    assert "integrated_gradients" in format_table(reports, 2)
+
+
+def test_methods_list_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from xai_core.cli import main
+
+    assert main(["methods"]) == 0
+    assert "ig (alias of integrated_gradients)" in capsys.readouterr().out

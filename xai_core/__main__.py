@@ -1,0 +1,5 @@
+"""``python -m xai_core``: the ``xai-core`` command."""
+
+from xai_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""The demo: train a small CNN on the shapes data, explain it with every method, score the maps.
+
+``python -m xai_core.demo`` (or ``xai-core demo``) generates the data, trains
+:class:`ShapesCNN` to >= 95% test accuracy in well under a minute of CPU, explains the true
+class of a few test images with gradient, gradient x input, IG, SmoothGrad and occlusion,
+prints a table (time, completeness gap, localization against the object masks) and writes
+a PNG grid (image, mask, one signed overlay per method).
+
+:func:`train_shapes_model` generates :func:`xai_core.data.make_shapes` images, trains
+:class:`ShapesCNN` with optax and reports its held-out accuracy. The model returns
+LOGITS (no softmax), so attributions explain the class score (DESIGN lesson 1). Its
+head is global average pooling over ReLU features followed by one Dense layer, so a
+class score is a sum of per-location evidence, which should sit on the object.
+
+Flax and optax are imported here only, never by ``import xai_core``.
+
+Example:
+    >>> import jax
+    >>> from xai_core.demo import train_shapes_model
+    >>> trained = train_shapes_model(jax.random.key(0), progress=False)  # doctest: +SKIP
+    >>> trained.test_accuracy > 0.95  # doctest: +SKIP
+    True
+    >>> x, target = trained.test.images[0], trained.test.labels[0]  # doctest: +SKIP
+    >>> score_fn = lambda x: trained.module.apply(trained.variables, x)[target]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TextIO
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import xai_core as xc
+from xai_core import metrics, viz
+from xai_core.data import CLASSES, Shapes, make_shapes
+
+
+class ShapesCNN(nn.Module):
+    """Small CNN for :data:`xai_core.data.CLASSES`: images ``(..., H, W, 3)`` in ``[0, 1]``
+    to logits ``(..., num_classes)``; works with or without a batch axis.
+
+    Layers: a 5x5 stride-2 conv stem, then 3x3 convs; every conv is followed by batch
+    norm and ReLU, the first ``len(features)`` by 2x2 max pooling; then global average
+    pooling and a Dense layer to the logits. Pass ``train=True`` (with
+    ``mutable=["batch_stats"]``) while training; the default uses the running
+    statistics, so the model is then a fixed function of its input.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> model = ShapesCNN()
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+        >>> model.apply(variables, jnp.zeros((64, 64, 3))).shape
+        (4,)
+    """
+
+    features: Sequence[int] = (16, 32, 64)
+    head_features: int = 128
+    num_classes: int = len(CLASSES)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        x = 2.0 * x - 1.0  # [0, 1] -> [-1, 1].
+        for i, features in enumerate(self.features):
+            x = self._conv_bn_relu(x, features, kernel=5 if i == 0 else 3, stride=2 if i == 0 else 1, train=train)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = self._conv_bn_relu(x, self.head_features, kernel=3, stride=1, train=train)
+        x = jnp.mean(x, axis=(-3, -2))  # Global average pooling.
+        return nn.Dense(self.num_classes)(x)
+
+    def _conv_bn_relu(self, x: jax.Array, features: int, *, kernel: int, stride: int, train: bool) -> jax.Array:
+        x = nn.Conv(features, (kernel, kernel), strides=stride, use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.relu(x)
+
+
+class TrainedModel(NamedTuple):
+    """Result of :func:`train_shapes_model`.
+
+    Attributes:
+        module: the :class:`ShapesCNN`.
+        variables: its trained variables (``params`` and ``batch_stats``), for
+            ``module.apply(variables, x)``.
+        test: the held-out :class:`xai_core.data.Shapes` set (with masks).
+        test_accuracy: share of ``test`` classified correctly.
+        seconds: wall time of the whole call (data, compile, training, evaluation).
+    """
+
+    module: ShapesCNN
+    variables: dict[str, Any]
+    test: Shapes
+    test_accuracy: float
+    seconds: float
+
+
+def train_shapes_model(
+    key: jax.Array,
+    *,
+    n_train: int = 4000,
+    epochs: int = 3,
+    n_test: int = 1000,
+    size: int = 64,
+    batch_size: int = 32,
+    learning_rate: float = 1e-2,
+    progress: bool = True,
+) -> TrainedModel:
+    """Generate shapes data, train a :class:`ShapesCNN` on it and test it.
+
+    Adam with a warm-up then cosine-decay learning rate, cross-entropy on logits,
+    ``epochs`` shuffled passes over ``n_train`` images in batches of ``batch_size``
+    (the last partial batch of each epoch is dropped). The defaults reach about 98%
+    test accuracy in about 30 s on a 2-core CPU.
+
+    Args:
+        key: ``jax.random`` key for data, initialization and shuffling.
+        n_train: training images (at least ``batch_size``).
+        epochs: passes over the training set.
+        n_test: held-out test images.
+        size: image height and width (>= 16).
+        batch_size: images per step.
+        learning_rate: peak learning rate.
+        progress: draw a progress bar on stderr.
+
+    Example:
+        >>> import jax
+        >>> tiny = train_shapes_model(jax.random.key(0), n_train=32, epochs=1, n_test=8,
+        ...                           size=16, batch_size=16, progress=False)
+        >>> tiny.test.images.shape, 0.0 <= tiny.test_accuracy <= 1.0
+        ((8, 16, 16, 3), True)
+    """
+    for name, value in (("n_train", n_train), ("epochs", epochs), ("n_test", n_test), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"train_shapes_model: {name} must be an int >= 1, got {value!r}.")
+    if n_train < batch_size:
+        raise ValueError(f"train_shapes_model: n_train ({n_train}) must be at least batch_size ({batch_size}).")
+    start = time.perf_counter()
+    data_key, init_key, shuffle_key = jax.random.split(key, 3)
+    data = make_shapes(data_key, n_train + n_test, size)
+    train, test = (Shapes(*(a[:n_train] for a in data)), Shapes(*(a[n_train:] for a in data)))
+
+    module = ShapesCNN()
+    variables = jax.jit(module.init)(_rbg_key(init_key), train.images[:1])
+    steps_per_epoch = n_train // batch_size
+    total_steps = epochs * steps_per_epoch
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(total_steps // 10, 1), total_steps)
+    optimizer = optax.adam(schedule)
+    state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+
+    @jax.jit
+    def train_step(state: tuple[Any, Any, Any], data: Shapes, index: jax.Array) -> tuple[tuple[Any, Any, Any], jax.Array]:
+        params, batch_stats, opt_state = state
+
+        def loss_fn(p: Any) -> tuple[jax.Array, Any]:
+            logits, updates = module.apply(
+                {"params": p, "batch_stats": batch_stats}, data.images[index], train=True, mutable=["batch_stats"]
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, data.labels[index]).mean()
+            return loss, updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+    order = _batch_order(shuffle_key, n_train, epochs, batch_size)
+    bar = _ProgressBar(total_steps, sys.stderr) if progress else None
+    for step, index in enumerate(order):
+        state, loss = train_step(state, train, index)
+        if bar is not None:
+            bar.update(step + 1, loss)
+    if bar is not None:
+        bar.close()
+
+    variables = {"params": state[0], "batch_stats": state[1]}
+    predictions = jax.jit(module.apply)(variables, test.images).argmax(axis=-1)
+    accuracy = float(jnp.mean(predictions == test.labels))
+    return TrainedModel(module, variables, test, accuracy, time.perf_counter() - start)
+
+
+def _batch_order(key: jax.Array, n: int, epochs: int, batch_size: int) -> np.ndarray:
+    """Training indices ``(epochs * (n // batch_size), batch_size)``: one shuffle per epoch.
+
+    Shuffled with numpy's generator seeded by the key's data (cheaper than compiling
+    jax.random's sort on CPU), so the order is still a function of ``key``.
+    """
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
+    steps = n // batch_size
+    perms = np.stack([rng.permutation(n)[: steps * batch_size] for _ in range(epochs)])
+    return perms.reshape(epochs * steps, batch_size)
+
+
+def _rbg_key(key: jax.Array) -> jax.Array:
+    """An "rbg" key made from ``key``'s data, for initialization.
+
+    On CPU each threefry draw in an initializer costs about half a second of compile
+    time; XLA's RngBitGenerator compiles in a fraction of that.
+    """
+    data = jax.random.key_data(key).reshape(-1)
+    return jax.random.wrap_key_data(jnp.concatenate([data, data])[:4], impl="rbg")
+
+
+class _ProgressBar:
+    """A one-line text progress bar, redrawn at most every 0.1 s: bar, steps, loss, time."""
+
+    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
+        self.total, self.stream, self.width = total, stream, width
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, loss: jax.Array) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.1 and done < self.total:
+            return
+        self.last = now
+        filled = self.width * done // self.total
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\rtraining [{bar}] {done}/{self.total} loss {float(loss):.3f} {now - self.start:5.1f}s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+GREY = 0.5
+"""Baseline of IG and occlusion: a mid-grey image, which holds no object. (A black baseline
+is a poor reference on these colourful backgrounds: the demo's IG then puts far less of its
+positive mass on the objects.)"""
+
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gradient": ("gradient", {}),
+    "gradient_x_input": ("gradient_x_input", {}),
+    "integrated_gradients": ("integrated_gradients", {"steps": 64, "rule": "gauss_legendre", "baseline": GREY}),
+    "smoothgrad": ("smoothgrad", {"samples": 50, "sigma": 0.15}),
+    "smoothgrad(ig)": (
+        "smoothgrad",
+        {"samples": 16, "sigma": 0.15, "base": "ig", "base_options": {"steps": 16, "rule": "gauss_legendre", "baseline": GREY}},
+    ),
+    "occlusion": ("occlusion", {"window": (8, 8, 3), "stride": (4, 4, 3), "baseline": GREY}),
+}
+"""What the demo runs: column label -> (method name, options for :func:`xai_core.attribute`)."""
+
+
+class MethodReport(NamedTuple):
+    """One row of the demo's table (times are for the whole batch of images)."""
+
+    method: str
+    compile_seconds: float
+    seconds: float
+    gap: float | None
+    localization: float
+    uniform: float
+
+
+def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[str, np.ndarray], list[MethodReport]]:
+    """Attribute the true class of the first ``images`` test images with every method in ``METHODS``.
+
+    Each method runs as one jitted, vmapped program over the images (per-image traced
+    targets); returns the maps and, per method, times, the median relative completeness gap
+    ``|sum(a) - (f(x) - f(x0))| / |f(x) - f(x0)|`` (IG only) and the mean localization
+    against the object masks next to the uniform map's share.
+    """
+    from xai_core.adapters import from_flax
+
+    model = from_flax(trained.module, trained.variables)
+    xs, ts, masks = (a[:images] for a in trained.test)
+    keys = jax.random.split(key, images)
+    maps: dict[str, np.ndarray] = {}
+    reports = []
+    for name, (method, options) in METHODS.items():
+        fn = jax.jit(jax.vmap(lambda x, t, k: xc.attribute(model.score(t), x, method=method, key=k, **options)))
+        start = time.perf_counter()
+        compiled = fn.lower(xs, ts, keys).compile()
+        compile_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        a = compiled(xs, ts, keys).block_until_ready()
+        seconds = time.perf_counter() - start
+        gap = None
+        if method == "integrated_gradients":
+            def relative_gap(x: jax.Array, t: jax.Array, a: jax.Array) -> jax.Array:
+                score = model.score(t)
+                change = score(x) - score(jnp.full_like(x, options["baseline"]))
+                return jnp.abs(xc.completeness_gap(score, x, a, options["baseline"])) / jnp.abs(change)
+
+            gap = float(jnp.median(jax.vmap(relative_gap)(xs, ts, a)))
+        localization = float(jax.vmap(metrics.localization)(a, masks).mean())
+        uniform = float(jax.vmap(metrics.uniform_share)(masks).mean())
+        maps[name] = np.asarray(a)
+        reports.append(MethodReport(name, compile_seconds, seconds, gap, localization, uniform))
+    return maps, reports
+
+
+def format_table(reports: Sequence[MethodReport], images: int) -> str:
+    """The demo's table as aligned text."""
+    rows = [("method", "ms/image", "compile s", "completeness gap", "localization", "uniform map")]
+    for r in reports:
+        gap = "-" if r.gap is None else f"{r.gap:.1e}"
+        rows.append((r.method, f"{1000 * r.seconds / images:.1f}", f"{r.compile_seconds:.1f}", gap, f"{r.localization:.2f}", f"{r.uniform:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's command-line options (shared by ``python -m xai_core.demo`` and ``xai-core demo``)."""
+    parser.add_argument("--out", type=Path, default=Path("xai_core_demo.png"), help="PNG grid to write")
+    parser.add_argument("--images", type=int, default=6, help="test images to explain")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data, training and noise")
+    parser.add_argument("--train-images", type=int, default=4000, help="training set size")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar while training")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, explain, print the table and write the PNG grid."""
+    if args.images < 1:
+        raise SystemExit("--images must be >= 1")
+    train_key, noise_key = jax.random.split(jax.random.key(args.seed))
+    trained = train_shapes_model(train_key, n_train=args.train_images, epochs=args.epochs, progress=not args.no_progress)
+    print(f"trained ShapesCNN in {trained.seconds:.1f} s: test accuracy {trained.test_accuracy:.1%} on {len(trained.test.labels)} images")
+    maps, reports = explain(trained, args.images, noise_key)
+    print(f"\nattributions of the true class for {args.images} test images (64x64x3), jitted and vmapped on {jax.devices()[0].platform}:")
+    print(format_table(reports, args.images))
+    rows = [[trained.test.images[i], trained.test.masks[i]] + [viz.overlay(trained.test.images[i], maps[m][i]) for m in maps] for i in range(args.images)]
+    labels = [CLASSES[int(t)] for t in trained.test.labels[: args.images]]
+    path = viz.save_grid(rows, args.out, row_titles=labels, col_titles=["image", "mask", *maps])
+    print(f"\nwrote {path} (red: positive evidence for the class, blue: negative)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xai_core.demo``."""
+    parser = argparse.ArgumentParser(prog="python -m xai_core.demo", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
