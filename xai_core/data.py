@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -101,16 +102,19 @@ def _make_shapes(key: jax.Array, n: int, size: int) -> Shapes:
 
     All randomness comes from ONE ``uniform(key, (n, d))`` draw, sliced per part; this
     keeps compile time low (each random call is a separate threefry kernel on CPU).
-    Images are rendered ``_CHUNK`` at a time (vmapped within a chunk).
+    Images are rendered ``_CHUNK`` at a time (vmapped within a chunk); the draws are
+    padded to whole chunks and the extra images dropped.
     """
+    chunk = min(n, _CHUNK)
+    padded = -(-n // chunk) * chunk  # Whole chunks only: one compiled chunk body.
     layout = _layout(size)
-    u = jax.random.uniform(key, (n, sum(layout.values())))
+    u = jax.random.uniform(key, (padded, sum(layout.values())))
     bounds = list(itertools.accumulate(layout.values()))[:-1]
     draws = dict(zip(layout, jnp.split(u, bounds, axis=1)))
-    order = draws.pop("order")[:, 0]
-    labels = (jnp.argsort(order) % len(CLASSES)).astype(jnp.int32)
-    images, masks = jax.lax.map(partial(_render, size=size), (draws, labels), batch_size=_CHUNK)
-    return Shapes(images=images, labels=labels, masks=masks)
+    labels = (jnp.argsort(draws.pop("order")[:n, 0]) % len(CLASSES)).astype(jnp.int32)
+    padded_labels = jnp.pad(labels, (0, padded - n))
+    images, masks = jax.lax.map(partial(_render, size=size), (draws, padded_labels), batch_size=chunk)
+    return Shapes(images=images[:n], labels=labels, masks=masks[:n])
 
 
 def _pixel_grid(size: int) -> tuple[jax.Array, jax.Array]:
@@ -137,14 +141,27 @@ def _object_masks(x: jax.Array, y: jax.Array, radius: jax.Array) -> jax.Array:
 
 
 def _background(grid: jax.Array, stripes: jax.Array, size: int) -> jax.Array:
-    """Low-frequency colour noise (values 0.2-0.8) plus faint tinted stripes."""
-    base = jax.image.resize(0.2 + 0.6 * grid.reshape(4, 4, 3), (size, size, 3), "linear")
-    x, y = _pixel_grid(size)
-    freq = (3.0 + 5.0 * stripes[0]) / size  # 3-8 cycles per image.
+    """Low-frequency colour noise plus faint tinted stripes, ``(size, size, 3)``.
+
+    The noise is a random 4 x 4 grid of colours (values 0.2-0.8) upsampled bilinearly;
+    the stripes a plane wave ``sin(k . p + phase)``, written as ``sin(u + v)`` with u
+    along x and v along y, so only 2 * size sines are evaluated.
+    """
+    up = jnp.asarray(_upsampling_matrix(size, 4))
+    base = jnp.einsum("hi,wj,ijc->hwc", up, up, 0.2 + 0.6 * grid.reshape(4, 4, 3))
+    c = jnp.arange(size, dtype=jnp.float32) + 0.5
+    k = 2 * jnp.pi * (3.0 + 5.0 * stripes[0]) / size  # 3-8 cycles per image.
     angle, phase = jnp.pi * stripes[1], 2 * jnp.pi * stripes[2]
+    u, v = k * jnp.cos(angle) * c + phase, k * jnp.sin(angle) * c
+    wave = jnp.sin(v)[:, None] * jnp.cos(u)[None, :] + jnp.cos(v)[:, None] * jnp.sin(u)[None, :]
     amp, tint = 0.03 + 0.09 * stripes[3], 0.5 + 0.5 * stripes[4:7]
-    wave = jnp.sin(2 * jnp.pi * freq * (x * jnp.cos(angle) + y * jnp.sin(angle)) + phase)
     return base + amp * wave[..., None] * tint
+
+
+def _upsampling_matrix(size: int, n: int) -> np.ndarray:
+    """``(size, n)`` weights of linear interpolation (clamped at the edges) from n to size samples."""
+    centres = (np.arange(size) + 0.5) * n / size - 0.5
+    return np.stack([np.interp(centres, np.arange(n), row) for row in np.eye(n)], axis=1).astype(np.float32)
 
 
 def _distractor(p: jax.Array, x: jax.Array, y: jax.Array, size: int) -> jax.Array:
@@ -169,11 +186,14 @@ def _paint_distractors(image: jax.Array, params: jax.Array, count: jax.Array) ->
     """Paint the first ``count`` distractors (rows of ``params``, last on top) onto ``image``."""
     size = image.shape[0]
     x, y = _pixel_grid(size)
-    params = params.reshape(_MAX_DISTRACTORS, 9)
-    for i in range(_MAX_DISTRACTORS):  # Unrolled over the few layers (faster than vmap).
-        mask = _distractor(params[i], x, y, size) & (i < count)
-        image = jnp.where(mask[..., None], params[i, 6:9], image)
-    return image
+
+    def paint(image: jax.Array, layer: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        p, i = layer
+        mask = _distractor(p, x, y, size) & (i < count)
+        return jnp.where(mask[..., None], p[6:9], image), None
+
+    layers = (params.reshape(_MAX_DISTRACTORS, 9), jnp.arange(_MAX_DISTRACTORS))
+    return jax.lax.scan(paint, image, layers)[0]
 
 
 def _contrasting_colour(candidates: jax.Array, background: jax.Array) -> jax.Array:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TextIO
@@ -49,8 +50,8 @@ class ShapesCNN(nn.Module):
     to logits ``(..., num_classes)``; works with or without a batch axis.
 
     Layers: a 5x5 stride-2 conv stem, then 3x3 convs; every conv is followed by batch
-    norm and ReLU, the first ``len(features)`` by 2x2 max pooling; then global average
-    pooling and a Dense layer to the logits. Pass ``train=True`` (with
+    norm and ReLU, the first ``len(features)`` by 2x2 max pooling (:func:`max_pool_2x2`);
+    then global average pooling and a Dense layer to the logits. Pass ``train=True`` (with
     ``mutable=["batch_stats"]``) while training; the default uses the running
     statistics, so the model is then a fixed function of its input.
 
@@ -71,7 +72,7 @@ class ShapesCNN(nn.Module):
         x = 2.0 * x - 1.0  # [0, 1] -> [-1, 1].
         for i, features in enumerate(self.features):
             x = self._conv_bn_relu(x, features, kernel=5 if i == 0 else 3, stride=2 if i == 0 else 1, train=train)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = self._conv_bn_relu(x, self.head_features, kernel=3, stride=1, train=train)
         x = jnp.mean(x, axis=(-3, -2))  # Global average pooling.
         return nn.Dense(self.num_classes)(x)
@@ -80,6 +81,27 @@ class ShapesCNN(nn.Module):
         x = nn.Conv(features, (kernel, kernel), strides=stride, use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.relu(x)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 over the axes ``(-3, -2)`` of ``(..., H, W, C)``.
+
+    The values of ``nn.max_pool(x, (2, 2), strides=(2, 2))`` (an odd last row or column
+    is dropped), written as reshape + max: on CPU it compiles and trains about a third
+    faster, since its gradient avoids XLA's select-and-scatter.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> max_pool_2x2(jnp.arange(16.0).reshape(4, 4, 1))[..., 0]
+        Array([[ 5.,  7.],
+               [13., 15.]], dtype=float32)
+    """
+    h, w, c = x.shape[-3:]
+    x = x[..., : h // 2 * 2, : w // 2 * 2, :]
+    return x.reshape(*x.shape[:-3], h // 2, 2, w // 2, 2, c).max(axis=(-4, -2))
+
+
+TrainState = tuple[Any, Any, Any]  # (params, batch_stats, optimizer state)
 
 
 class TrainedModel(NamedTuple):
@@ -105,7 +127,7 @@ def train_shapes_model(
     key: jax.Array,
     *,
     n_train: int = 4000,
-    epochs: int = 3,
+    epochs: int = 5,
     n_test: int = 1000,
     size: int = 64,
     batch_size: int = 32,
@@ -116,8 +138,9 @@ def train_shapes_model(
 
     Adam with a warm-up then cosine-decay learning rate, cross-entropy on logits,
     ``epochs`` shuffled passes over ``n_train`` images in batches of ``batch_size``
-    (the last partial batch of each epoch is dropped). The defaults reach about 98%
-    test accuracy in about 30 s on a 2-core CPU.
+    (the last partial batch of each epoch is dropped), each image mirrored left-right
+    with probability 1/2 (every class is symmetric). The defaults reach 98-99.7% test
+    accuracy in 17-20 s on a quiet 2-core CPU (data, compiles and evaluation included).
 
     Args:
         key: ``jax.random`` key for data, initialization and shuffling.
@@ -143,25 +166,29 @@ def train_shapes_model(
         raise ValueError(f"train_shapes_model: n_train ({n_train}) must be at least batch_size ({batch_size}).")
     start = time.perf_counter()
     data_key, init_key, shuffle_key = jax.random.split(key, 3)
-    data = make_shapes(data_key, n_train + n_test, size)
-    train, test = (Shapes(*(a[:n_train] for a in data)), Shapes(*(a[n_train:] for a in data)))
+    train, test = _split(make_shapes(data_key, n_train + n_test, size), n_train)
 
     module = ShapesCNN()
-    variables = jax.jit(module.init)(_rbg_key(init_key), train.images[:1])
-    steps_per_epoch = n_train // batch_size
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * (n_train // batch_size)
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(total_steps // 10, 1), total_steps)
     optimizer = optax.adam(schedule)
-    state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
 
     @jax.jit
-    def train_step(state: tuple[Any, Any, Any], data: Shapes, index: jax.Array) -> tuple[tuple[Any, Any, Any], jax.Array]:
+    def init(key: jax.Array, images: jax.Array) -> TrainState:
+        variables = module.init(key, images[:1])
+        return variables["params"], variables["batch_stats"], optimizer.init(variables["params"])
+
+    state = init(_rbg_key(init_key), train.images)
+
+    @jax.jit
+    def train_step(state: TrainState, data: Shapes, index: jax.Array, flip: jax.Array) -> tuple[TrainState, jax.Array]:
         params, batch_stats, opt_state = state
+        images = data.images[index]
+        images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)  # Mirror left-right.
 
         def loss_fn(p: Any) -> tuple[jax.Array, Any]:
-            logits, updates = module.apply(
-                {"params": p, "batch_stats": batch_stats}, data.images[index], train=True, mutable=["batch_stats"]
-            )
+            model_vars = {"params": p, "batch_stats": batch_stats}
+            logits, updates = module.apply(model_vars, images, train=True, mutable=["batch_stats"])
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, data.labels[index]).mean()
             return loss, updates["batch_stats"]
 
@@ -169,10 +196,10 @@ def train_shapes_model(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-    order = _batch_order(shuffle_key, n_train, epochs, batch_size)
+    indices, flips = _batch_plan(shuffle_key, n_train, epochs, batch_size)
     bar = _ProgressBar(total_steps, sys.stderr) if progress else None
-    for step, index in enumerate(order):
-        state, loss = train_step(state, train, index)
+    for step, (index, flip) in enumerate(zip(indices, flips)):
+        state, loss = train_step(state, train, index, flip)
         if bar is not None:
             bar.update(step + 1, loss)
     if bar is not None:
@@ -184,16 +211,25 @@ def train_shapes_model(
     return TrainedModel(module, variables, test, accuracy, time.perf_counter() - start)
 
 
-def _batch_order(key: jax.Array, n: int, epochs: int, batch_size: int) -> np.ndarray:
-    """Training indices ``(epochs * (n // batch_size), batch_size)``: one shuffle per epoch.
+@partial(jax.jit, static_argnums=1)
+def _split(data: Shapes, n: int) -> tuple[Shapes, Shapes]:
+    """The first ``n`` examples and the rest (one compiled program, not six slices)."""
+    return Shapes(*(a[:n] for a in data)), Shapes(*(a[n:] for a in data))
 
-    Shuffled with numpy's generator seeded by the key's data (cheaper than compiling
-    jax.random's sort on CPU), so the order is still a function of ``key``.
+
+def _batch_plan(key: jax.Array, n: int, epochs: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step, the training indices and whether to mirror each image (both
+    ``(epochs * (n // batch_size), batch_size)``); one shuffle per epoch.
+
+    Every class is left-right symmetric, so mirroring is a free augmentation. Drawn with
+    numpy's generator seeded by the key's data (cheaper than compiling jax.random's
+    sort on CPU), so the plan is still a function of ``key``.
     """
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
     steps = n // batch_size
-    perms = np.stack([rng.permutation(n)[: steps * batch_size] for _ in range(epochs)])
-    return perms.reshape(epochs * steps, batch_size)
+    indices = np.stack([rng.permutation(n)[: steps * batch_size] for _ in range(epochs)])
+    flips = rng.random(indices.shape) < 0.5
+    return indices.reshape(epochs * steps, batch_size), flips.reshape(epochs * steps, batch_size)
 
 
 def _rbg_key(key: jax.Array) -> jax.Array:
@@ -314,7 +350,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=6, help="test images to explain")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, training and noise")
     parser.add_argument("--train-images", type=int, default=4000, help="training set size")
-    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while training")
 
 

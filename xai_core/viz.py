@@ -9,8 +9,9 @@ Example:
     >>> import numpy as np
     >>> from xai_core.viz import heatmap, overlay, save_grid
     >>> a = np.zeros((8, 8, 3), np.float32); a[2, 2] = 1.0; a[5, 5] = -1.0
-    >>> heatmap(a)[2, 2], heatmap(a)[5, 5], heatmap(a)[0, 0]
-    (array([103,   0,  31], dtype=uint8), array([  5,  48,  97], dtype=uint8), array([255, 255, 255], dtype=uint8))
+    >>> rgb = heatmap(a)  # Red where a > 0, blue where a < 0, white at 0.
+    >>> rgb[2, 2].tolist(), rgb[5, 5].tolist(), rgb[0, 0].tolist()
+    ([103, 0, 31], [5, 48, 97], [255, 255, 255])
     >>> img = np.full((8, 8, 3), 0.5, np.float32)
     >>> path = save_grid([[img, heatmap(a), overlay(img, a)]], "/tmp/xai_grid.png")
 """
@@ -67,8 +68,8 @@ def heatmap(
 
     Example:
         >>> import numpy as np
-        >>> heatmap(np.zeros((4, 4, 3)), mode="abs").min()
-        np.uint8(255)
+        >>> int(heatmap(np.zeros((4, 4, 3)), mode="abs").min())  # All white.
+        255
     """
     value = _normalize(attribution, mode, channel_axis, percentile)
     return _colorize(value, mode)
