@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import jax
@@ -10,15 +11,22 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture
-def x64() -> Iterator[None]:
-    """Run one test in float64 (for exactness checks), then restore the default."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
+@contextlib.contextmanager
+def jax_flag(name: str, value: bool) -> Iterator[None]:
+    """Set a ``jax.config`` flag for the duration of a block, then restore it."""
+    previous = getattr(jax.config, name)
+    jax.config.update(name, value)
     try:
         yield
     finally:
-        jax.config.update("jax_enable_x64", previous)
+        jax.config.update(name, previous)
+
+
+@pytest.fixture
+def x64() -> Iterator[None]:
+    """Run one test in float64 (for exactness checks), then restore the default."""
+    with jax_flag("jax_enable_x64", True):
+        yield
 
 
 def mlp_logits(seed: int = 0, n_in: int = 6, n_hidden: int = 8, n_out: int = 3) -> Callable[[jax.Array], jax.Array]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from xai_core import graph
+from conftest import jax_flag
 
 
 # A small model with (4, 5) logits for a (4, 6) input, so softmax can run over any axis.
@@ -40,12 +41,8 @@ def _prims(closed) -> list[str]:
 
 @pytest.fixture
 def softmax_custom_jvp() -> Iterator[None]:
-    previous = jax.config.jax_softmax_custom_jvp
-    jax.config.update("jax_softmax_custom_jvp", True)
-    try:
+    with jax_flag("jax_softmax_custom_jvp", True):
         yield
-    finally:
-        jax.config.update("jax_softmax_custom_jvp", previous)
 
 
 def _hand_softmax(z, axis=-1):

@@ -309,6 +309,7 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
     keys = jax.random.split(key, images)
     maps: dict[str, np.ndarray] = {}
     reports = []
+    uniform = float(jax.vmap(metrics.uniform_share)(masks).mean())
     for name, (method, options) in METHODS.items():
         fn = jax.jit(jax.vmap(lambda x, t, k: xc.attribute(model.score(t), x, method=method, key=k, **options)))
         start = time.perf_counter()
@@ -326,7 +327,6 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
 
             gap = float(jnp.median(jax.vmap(relative_gap)(xs, ts, a)))
         localization = float(jax.vmap(metrics.localization)(a, masks).mean())
-        uniform = float(jax.vmap(metrics.uniform_share)(masks).mean())
         maps[name] = np.asarray(a)
         reports.append(MethodReport(name, compile_seconds, seconds, gap, localization, uniform))
     return maps, reports
