@@ -20,12 +20,13 @@ from ._base import OUTPUTS, Model, ProbabilityOutputWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flax import from_flax
+    from .keras import from_keras
+    from .torch import from_torch
 
-__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "from_flax"]
+__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "from_flax", "from_keras", "from_torch"]
 
 # Adapter functions, loaded lazily: name -> submodule of this package.
-# ("from_torch": ".torch" and "from_keras": ".keras" go here when they land.)
-_LAZY = {"from_flax": ".flax"}
+_LAZY = {"from_flax": ".flax", "from_keras": ".keras", "from_torch": ".torch"}
 
 
 def __getattr__(name: str) -> Any:

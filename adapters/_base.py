@@ -225,6 +225,78 @@ class Model:
         self._check_input(x)
         return self._traced(x).jaxpr
 
+    # ---------------------------------------------------------------- layers
+    def _program(self, x: Any = None) -> _Traced:
+        """The traced program for inputs like ``x``; without ``x``, the one the model
+        last ran (adapters that know the input trace it when they build the model)."""
+        if x is not None:
+            if not isinstance(x, jax.ShapeDtypeStruct):
+                x = jnp.asarray(x)
+            self._check_input(x)
+            return self._traced(x)
+        if self._last is None:
+            raise ValueError(f"{self._name}: the model has not been traced yet, so its layers are "
+                             "unknown; call model.logits(x) once, or pass an example: "
+                             "model.split(name, x).")
+        return self._last
+
+    @property
+    def layers(self) -> list[graph.Layer]:
+        """The named layers, in the order the model computes them: module / layer
+        names as the framework calls them, each with the shape of its output for
+        ONE example (no batch axis). A module called twice appears twice, the second
+        time as ``name:1``. Split points for :meth:`split`."""
+        return graph.layers(self._program().jaxpr)
+
+    def split(self, layer: str, x: Any = None) -> tuple[Callable[[Any], jax.Array],
+                                                         Callable[..., jax.Array]]:
+        """Cut the model at ``layer`` (a name from :attr:`layers`) into ``(head, tail)``.
+
+        ``head(x)`` returns the layer's output for one example; ``tail(a)`` runs the
+        rest of the model from an activation ``a`` of that shape and returns what
+        :meth:`logits` returns, so ``tail(head(x)) == logits(x)``. Both are pure JAX
+        (jit, vmap, grad): ``jax.grad(lambda a: tail(a)[t])(head(x))`` is the gradient
+        Grad-CAM needs. If the rest of the model also reads the input directly (a skip
+        connection past the layer), call ``tail(a, x)``; the skip path is recomputed
+        from ``x``. ``x`` here picks the input shape when the model has run on several.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from xai_core import graph
+            >>> m = Model(lambda p, x: graph.mark(jnp.tanh(x * p), "act") @ p, jnp.ones(3))
+            >>> head, tail = m.split("act", jnp.ones(3))
+            >>> x = jnp.arange(3.0)
+            >>> bool(jnp.isclose(tail(head(x)), m.logits(x))), m.layers
+            (True, [Layer('act', shape=(3,), dtype=float32)])
+        """
+        traced = self._program(x)
+        s = graph.split(traced.jaxpr, layer)
+        n_params = len(jax.tree.leaves(self._params))
+        reads_x = n_params in s.tail_inputs
+        aval = traced.jaxpr.jaxpr.invars[n_params].aval
+        name = self._name
+
+        def check(x: Any) -> jax.Array:
+            x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
+            if tuple(x.shape) != tuple(aval.shape):
+                raise ValueError(f"{name}.split({layer!r}) was made for one example of shape "
+                                 f"{_fmt_shape(aval.shape)}; got {_fmt_shape(x.shape)}. Split again "
+                                 "with an example of the new shape: model.split(name, x).")
+            return x
+
+        def head(x: Any) -> jax.Array:
+            return s.head(*jax.tree.leaves(self._params), check(x))
+
+        def tail(a: Any, x: Any = None) -> jax.Array:
+            if x is None and reads_x:
+                raise ValueError(f"{name}: the rest of the model after layer {layer!r} also reads "
+                                 "the input directly (a skip connection past the layer), so the "
+                                 "activation alone does not determine the output; call tail(a, x).")
+            args = [*jax.tree.leaves(self._params), None if x is None else check(x)]
+            return self._finish(s.tail(args, a)[0], traced.cut)
+
+        return head, tail
+
     # ------------------------------------------------------------ evaluation
     def logits(self, x: Any) -> jax.Array:
         """One example in (no batch axis), pre-activation logits out.
@@ -242,9 +314,13 @@ class Model:
             if graph.looks_like_probabilities(z):
                 self._warned = True
                 warnings.warn(self._probability_message(z), ProbabilityOutputWarning, stacklevel=2)
+        return self._finish(z, traced.cut)
+
+    def _finish(self, z: jax.Array, cut: str | None) -> jax.Array:
+        """Apply the ``output=`` mode to logits."""
         if self._output == "logits":
             return z
-        if traced.cut == "sigmoid":
+        if cut == "sigmoid":
             return jax.nn.sigmoid(z) if self._output == "probs" else jax.nn.log_sigmoid(z)
         return jax.nn.softmax(z, axis=-1) if self._output == "probs" else jax.nn.log_softmax(z, axis=-1)
 
