@@ -78,3 +78,18 @@ def test_bad_options(kwargs, match) -> None:
 def test_not_an_attribution_function() -> None:
     with pytest.raises(TypeError, match="attribution function"):
         xc.smoothgrad(3.0)
+
+
+def test_explicit_noise_equals_the_keyed_draws() -> None:
+    samples, sigma = 5, 0.3
+    z = jnp.stack([jax.random.normal(k, x.shape) for k in jax.random.split(key, samples)])
+    fn = xc.smoothgrad(xc.gradient(score), samples=samples, sigma=sigma, batch_size=2)
+    np.testing.assert_allclose(fn(x, noise=z), fn(x, key=key), rtol=1e-6)
+
+
+def test_explicit_noise_needs_the_documented_shape_and_excludes_a_key() -> None:
+    fn = xc.smoothgrad(xc.gradient(score), samples=3)
+    with pytest.raises(ValueError, match=r"noise must have shape \(samples, \*x.shape\) = \(3, 6\), got \(2, 6\)"):
+        fn(x, noise=jnp.zeros((2, 6)))
+    with pytest.raises(ValueError, match="not both"):
+        fn(x, key=key, noise=jnp.zeros((3, 6)))

@@ -44,7 +44,9 @@ def smoothgrad(
 
     The returned function is called as ``fn(x, key=key)`` with an explicit ``jax.random`` key;
     the same key gives the same result, whatever ``batch_size`` is (one noise draw per sample,
-    from ``jax.random.split(key, samples)``).
+    from ``jax.random.split(key, samples)``). Or pass the draws yourself as
+    ``fn(x, noise=z)`` with ``z`` of shape ``(samples, *x.shape)`` from ``N(0, 1)``
+    (``eps_i = s * z[i]``), e.g. to compare with another library on the same draws.
 
     >>> import jax, jax.numpy as jnp, xai_core as xc
     >>> f = lambda x: jnp.sum(jnp.sin(x))
@@ -63,21 +65,33 @@ def smoothgrad(
     if not isinstance(sigma, (int, float)) or not sigma >= 0:
         raise ValueError(f"smoothgrad: sigma must be a number >= 0, got {sigma!r}.")
 
-    def attribution(x: jax.Array, *, key: Any = None) -> jax.Array:
-        if key is None:
+    def attribution(x: jax.Array, *, key: Any = None, noise: Any = None) -> jax.Array:
+        if (key is None) == (noise is None):
             raise ValueError(
                 "smoothgrad samples noise and needs an explicit PRNG key: call fn(x, key=jax.random.key(0)) "
-                "(or xc.attribute(..., key=key)); the same key gives the same result."
+                "(or xc.attribute(..., key=key)); the same key gives the same result. To supply the "
+                "standard-normal draws yourself pass noise=z instead (not both)."
             )
         x = check_input(x, "smoothgrad")
         scale = sigma * (jnp.max(x) - jnp.min(x)) if relative else jnp.asarray(sigma, x.dtype)
-        keys = jax.random.split(key, samples)
+        if noise is not None:
+            noise = jnp.asarray(noise)
+            if noise.shape != (samples, *x.shape):
+                raise ValueError(f"smoothgrad: noise must have shape (samples, *x.shape) = "
+                                 f"{(samples, *x.shape)}, got {noise.shape}.")
+
+            def draw(i: jax.Array) -> jax.Array:
+                return noise[i].astype(x.dtype)
+        else:
+            keys = jax.random.split(key, samples)
+
+            def draw(i: jax.Array) -> jax.Array:
+                return jax.random.normal(keys[i], x.shape, x.dtype)
         acc = accumulation_dtype(x.dtype)
         shift = attribution_fn(x).astype(acc) if kind == "var" else None
 
         def term(i: jax.Array) -> Any:
-            noise = (scale * jax.random.normal(keys[i], x.shape, x.dtype)).astype(x.dtype)
-            a = attribution_fn(x + noise).astype(acc)
+            a = attribution_fn(x + (scale * draw(i)).astype(x.dtype)).astype(acc)
             if kind == "mean":
                 return a
             if kind == "square":

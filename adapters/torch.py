@@ -1,0 +1,205 @@
+"""PyTorch adapter: an ``nn.Module`` -> :class:`Model`, a pure JAX function of one example.
+
+The module is converted once, by `torchax <https://github.com/google/torchax>`_
+(``torchax.extract_jax``): its parameters and buffers become a dict of JAX arrays
+(``m.params``, keyed by the names of ``module.state_dict()``), and its ``forward``
+runs with torchax tensors that wrap JAX values, so every ATen op it calls (layers,
+``F.relu``, ``torch.flatten``, residual adds, an inline ``torch.softmax``) lands in
+one jaxpr. From then on everything is JAX: ``jit``, ``vmap`` and ``grad`` over the
+traced program; torch is never called per step. The final softmax is cut on that
+jaxpr by the same graph tools as for every framework.
+
+Why torchax rather than our own lowering of ``torch.export`` graphs: both produce
+the same XLA ops, so the attribution programs run at the same speed, but torchax
+already lowers several hundred ATen ops (with decompositions for the rest) and
+handles in-place ops, views and functional calls, where an own lowering would have
+to grow op by op. Its one cost here is that 0.0.13 fails to import beside torch
+2.13; :mod:`xai_core.adapters._torchax` works around that, and a test tells when the
+workaround can go. ``benchmarks/torch_converters.py`` holds the measurement of
+both candidates.
+
+Layers: while the model is traced, a forward hook on every submodule labels its
+output (:func:`xai_core.graph.mark`) with the module's name from
+``module.named_modules()`` (``"layer1.0.conv1"``), so ``m.layers`` and ``m.split``
+see torch names. Hooks are added for the trace only and removed afterwards; the
+module's train/eval mode is also restored.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import jax
+import numpy as np
+
+from xai_core import graph
+
+from ._base import Model, OutputMode
+
+__all__ = ["from_torch"]
+
+_INSTALL = ("PyTorch and torchax are needed for from_torch: pip install torch==2.13.0 "
+            "'xai-core[torch]' (install a torch build first: a bare 'torch' requirement may "
+            "pull a multi-GB CUDA build).")
+
+
+def _import_torch() -> tuple[Any, Any]:
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+        raise ImportError(_INSTALL) from e
+    try:
+        from . import _torchax
+        torchax = _torchax.load()
+    except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+        raise ImportError(_INSTALL) from e
+    return torch, torchax
+
+
+@contextmanager
+def _traced_as_eval(module: Any) -> Iterator[None]:
+    """Eval mode for the duration (BatchNorm running stats, no dropout), then restore."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class _UnsupportedOp(NotImplementedError):
+    """An ATen op torchax cannot lower."""
+
+
+@contextmanager
+def _marked_layers(module: Any, torchax: Any) -> Iterator[list[str]]:
+    """Label each submodule's output while tracing; yields the stack of modules
+    being run (innermost last), for error messages."""
+    env = torchax.default_env()
+    Tensor = torchax.tensor.Tensor
+    stack: list[str] = []
+    handles = []
+
+    def enter(name: str) -> Any:
+        def pre_hook(mod: Any, args: Any) -> None:
+            stack.append(name)
+        return pre_hook
+
+    def leave(name: str) -> Any:
+        def hook(mod: Any, args: Any, out: Any) -> Any:
+            if stack and stack[-1] == name:
+                stack.pop()
+            if isinstance(out, Tensor) and out.ndim >= 1 and out.shape[0] == 1:
+                return Tensor(graph.mark(out.jax()[0], name)[None], env)
+            return out
+        return hook
+
+    for name, sub in module.named_modules():
+        if name:
+            handles.append(sub.register_forward_pre_hook(enter(name)))
+            handles.append(sub.register_forward_hook(leave(name)))
+    try:
+        yield stack
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits",
+               name: str | None = None) -> Model:
+    """Wrap a PyTorch ``nn.Module`` as a :class:`Model` of one example that returns logits.
+
+    Args:
+        module: the model. Its weights are copied to JAX now; later changes to the
+            module are not seen (build a new model, or use ``m.with_params``). A model
+            in ``train()`` mode is traced with eval semantics (BatchNorm running
+            statistics, no dropout) and a warning; the module's mode is left as it was.
+        example_input: a batch exactly as you feed the model, e.g. a tensor of shape
+            ``(1, 3, 224, 224)`` (NCHW). Only its shape (without the batch axis) and
+            dtype are used.
+        output: ``"logits"`` (default), ``"probs"`` or ``"log_probs"``; see :class:`Model`.
+        name: for messages (default: the module's class name).
+
+    ``m.logits(x)`` takes ONE example in the model's own layout without the batch
+    axis, e.g. ``(3, 224, 224)``; batch with ``jax.vmap``. ``m.params`` is a dict of
+    JAX arrays named as in ``module.state_dict()``.
+
+    Example:
+        >>> import torch, jax.numpy as jnp
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=-1))
+        >>> m = from_torch(net, torch.zeros(1, 4))
+        >>> m.cut, m.logits(jnp.ones(4)).shape, [layer.name for layer in m.layers]
+        ('softmax', (3,), ['0', '1'])
+    """
+    torch, torchax = _import_torch()
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}.")
+    name = name or type(module).__name__
+    example = example_input
+    if not isinstance(example, torch.Tensor):
+        try:
+            example = torch.as_tensor(np.asarray(example))
+        except Exception as e:
+            raise TypeError(f"from_torch: example_input must be a tensor (a batch as you feed "
+                            f"{name}), got {type(example_input).__name__}.") from e
+    if example.ndim < 1 or example.shape[0] < 1:
+        raise ValueError(f"from_torch: example_input must be a batch with a leading batch axis, "
+                         f"e.g. shape (1, 3, 224, 224); got shape {tuple(example.shape)}.")
+    if not example.is_floating_point():
+        raise TypeError(f"from_torch: example_input has dtype {example.dtype}; attributions need "
+                        "floating-point inputs (models that take token ids need an embedding "
+                        "input instead).")
+    if any(m.training for m in module.modules()):
+        warnings.warn(f"from_torch: {name} is in train() mode; it is traced with eval semantics "
+                      "(BatchNorm running statistics, no dropout). Call module.eval() first to "
+                      "silence this warning.", UserWarning, stacklevel=2)
+
+    with _traced_as_eval(module):
+        params, jax_fn = torchax.extract_jax(module)
+
+    def apply(params: Any, x: Any) -> Any:
+        with _traced_as_eval(module), _marked_layers(module, torchax) as stack:
+            try:
+                out = jax_fn(params, (x[None],))
+            except torchax.tensor.OperatorNotFound as e:
+                where = f" in layer {stack[-1]!r} ({_module_type(module, stack[-1])})" if stack else ""
+                raise _UnsupportedOp(f"{name}: the PyTorch op {_op_name(e)}{where} has no JAX "
+                                     "lowering in torchax, so the model cannot be converted. "
+                                     "Rewrite that part with supported ops, or report it to "
+                                     "torchax.") from None
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        if not isinstance(out, jax.Array):
+            raise TypeError(f"{name}.forward must return one tensor (the class scores); it "
+                            f"returned {type(out).__name__}. Wrap the module so forward returns "
+                            "the logits tensor.")
+        return out[0]
+
+    spec = jax.ShapeDtypeStruct(tuple(example.shape[1:]), _jax_dtype(example.dtype))
+    m = Model(apply, params, output=output, input_shape=spec.shape, name=name)
+    try:
+        m.jaxpr(spec)  # trace now: unsupported ops and shape errors surface here
+    except ValueError as e:
+        if isinstance(e.__cause__, _UnsupportedOp):
+            raise e.__cause__ from None
+        raise
+    return m
+
+
+def _op_name(e: Exception) -> str:
+    text = str(e)
+    prefix = "Operator with name "
+    return text[len(prefix):].split(" ")[0] if text.startswith(prefix) else text
+
+
+def _module_type(module: Any, path: str) -> str:
+    return type(module.get_submodule(path)).__name__
+
+
+def _jax_dtype(dtype: Any) -> np.dtype:
+    import torch
+    return np.dtype(torch.empty((), dtype=dtype).numpy().dtype)
