@@ -31,7 +31,7 @@ from jax.extend.core import ClosedJaxpr
 
 from xai_core import graph
 
-__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning"]
+__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "mark_batch_of_one"]
 
 #: What :meth:`Model.logits` returns, chosen by ``output=``.
 OUTPUTS: tuple[str, ...] = ("logits", "probs", "log_probs")
@@ -48,6 +48,14 @@ class _Traced:
     jaxpr: ClosedJaxpr               # cut program: inputs = leaves(params) + [x]
     cut: str | None                  # what was removed
     out: jax.ShapeDtypeStruct        # the output of one example
+
+
+def mark_batch_of_one(out: Any, name: str) -> Any:
+    """Label a layer's output computed on a batch of one (how adapters run a model)
+    with :func:`xai_core.graph.mark`, on its one example; other outputs pass as they are."""
+    if isinstance(out, jax.Array) and out.ndim >= 1 and out.shape[0] == 1:
+        return graph.mark(out[0], name)[None]
+    return out
 
 
 def _spec(leaf: Any) -> jax.ShapeDtypeStruct:

@@ -12,10 +12,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from ._base import Model, OutputMode
+from ._base import Model, OutputMode, mark_batch_of_one
 
 __all__ = ["from_flax"]
 
@@ -42,6 +43,37 @@ def _first(out: Any, who: str) -> Any:
     return out[0]
 
 
+@contextmanager
+def _marked_linen(linen: Any) -> Iterator[None]:
+    """Label the output of every submodule call with its path (``"block/Dense_0"``)."""
+    def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+        out = next_fun(*args, **kwargs)
+        path = context.module.path
+        if context.method_name != "__call__" or not path:
+            return out
+        return mark_batch_of_one(out, "/".join(map(str, path)))
+
+    with linen.intercept_methods(interceptor):
+        yield
+
+
+def _mark_nnx(nnx: Any, model: Any) -> None:
+    """Make every callable submodule of a freshly merged nnx model label its output
+    with its path (``"layers/0"``), by giving each its own subclass."""
+    for path, sub in nnx.iter_graph(model):
+        call = getattr(type(sub), "__call__", None)
+        if path and isinstance(sub, nnx.Module) and call is not None:
+            sub.__class__ = type(type(sub).__name__, (type(sub),),
+                                 {"__call__": _marking(call, "/".join(map(str, path))),
+                                  "__module__": type(sub).__module__})
+
+
+def _marking(call: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def marked_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return mark_batch_of_one(call(self, *args, **kwargs), name)
+    return marked_call
+
+
 def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
               output: OutputMode = "logits",
               apply_kwargs: Mapping[str, Any] | None = None,
@@ -60,6 +92,10 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
       is put in eval mode (``.eval()``: BatchNorm uses its running averages, Dropout
       is off); your module is not changed. The call is
       ``nnx.merge(graphdef, state)(x[None], **apply_kwargs)[0]``.
+
+    Layers (``m.layers``, ``m.split``) are the submodules' outputs, named by their
+    path: ``"block/Dense_0"`` (linen) or ``"layers/0"`` (nnx); plain functions inside
+    a module (``nn.relu``) are not layers.
 
     Args:
         module: a ``flax.linen.Module`` or a ``flax.nnx.Module``.
@@ -90,7 +126,8 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
                             f"got {type(variables).__name__}.")
 
         def apply(variables: Any, x: Any) -> Any:
-            return _first(module.apply(variables, x[None], **kwargs), f"{name}.apply")
+            with _marked_linen(linen):
+                return _first(module.apply(variables, x[None], **kwargs), f"{name}.apply")
 
         return Model(apply, variables, output=output, input_shape=input_shape, name=name)
 
@@ -105,7 +142,9 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
         graphdef, state = nnx.split(copy)
 
         def apply_nnx(state: Any, x: Any) -> Any:
-            return _first(nnx.merge(graphdef, state)(x[None], **kwargs), name)
+            model = nnx.merge(graphdef, state)
+            _mark_nnx(nnx, model)
+            return _first(model(x[None], **kwargs), name)
 
         return Model(apply_nnx, state, output=output, input_shape=input_shape, name=name)
 

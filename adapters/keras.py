@@ -11,10 +11,11 @@ Example:
     'jax'
     >>> import keras, jax.numpy as jnp
     >>> from xai_core.adapters import from_keras
-    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    >>> net = keras.Sequential([keras.Input((4,)),
+    ...                         keras.layers.Dense(3, activation="softmax", name="scores")])
     >>> m = from_keras(net)
     >>> m.logits(jnp.ones(4)).shape, m.cut, m.layers
-    ((3,), 'softmax', [Layer('dense', shape=(3,), dtype=float32)])
+    ((3,), 'softmax', [Layer('scores', shape=(3,), dtype=float32)])
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _import_keras() -> Any:
         if wanted and wanted != "jax":
             raise RuntimeError(f"from_keras needs Keras's JAX backend, but KERAS_BACKEND={wanted!r} "
                                f"is set. {_USE_JAX}")
-        os.environ.setdefault("KERAS_BACKEND", "jax")
+        os.environ["KERAS_BACKEND"] = "jax"  # unset or empty (Keras ignores an empty one)
     try:
         import keras
     except ModuleNotFoundError as e:
@@ -149,7 +150,7 @@ def _marked(model: Any) -> Iterator[None]:
     seen: set[int] = set()
     try:
         for name, layer in _sublayers(model):
-            if id(layer) in seen or layer is model:
+            if id(layer) in seen:
                 continue
             seen.add(id(layer))
             own = layer.__dict__.get("call")  # an instance attribute, if any, to put back
@@ -165,15 +166,22 @@ def _marked(model: Any) -> Iterator[None]:
 
 
 def _model_input(keras: Any, model: Any, input_shape: Sequence[int | None] | None,
-                 ) -> tuple[tuple[int | None, ...] | None, str]:
-    """The shape (no batch axis) and dtype of one example, as far as they are known."""
+                 ) -> tuple[tuple[int | None, ...] | None, str, Any]:
+    """The shape (no batch axis) and dtype of one example, as far as they are known, and
+    the nesting the model wants its one input in (``[x]``, ``{"name": x}``), if any."""
     name = model.name
     try:
+        struct = model.input  # functional models: a KerasTensor, or a list / dict of them
+    except (AttributeError, ValueError):  # never called on symbolic inputs
+        struct = None
+    try:
         known = model.input_shape
-    except (AttributeError, ValueError):  # subclassed models, never called on symbolic inputs
+    except (AttributeError, ValueError):  # subclassed models
         known = None
-    if isinstance(known, (list, dict)):
-        raise ValueError(f"from_keras: {name} takes {len(known)} inputs; from_keras explains models "
+    n_inputs = (len(keras.tree.flatten(struct)) if struct is not None
+                else len(known) if isinstance(known, list) else 1)
+    if n_inputs != 1:
+        raise ValueError(f"from_keras: {name} takes {n_inputs} inputs; from_keras explains models "
                          "of one input tensor. Wrap it in a keras.Model with one input, or write "
                          "apply(params, x) yourself and use xai_core.adapters.Model.")
     known = None if known is None else tuple(known)[1:]
@@ -186,7 +194,7 @@ def _model_input(keras: Any, model: Any, input_shape: Sequence[int | None] | Non
         known = given
     inputs = getattr(model, "inputs", None) or []
     dtype = str(inputs[0].dtype) if len(inputs) == 1 else keras.config.floatx()
-    return known, dtype
+    return known, dtype, struct if isinstance(struct, (list, tuple, dict)) else None
 
 
 def from_keras(model: Any, *, output: OutputMode = "logits",
@@ -218,12 +226,13 @@ def from_keras(model: Any, *, output: OutputMode = "logits",
 
     Example:
         >>> import keras, jax, jax.numpy as jnp
-        >>> net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
-        ...                         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3),
-        ...                         keras.layers.Softmax()])
-        >>> m = from_keras(net)
+        >>> L = keras.layers
+        >>> net = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(2, 3, name="conv"),
+        ...                         L.GlobalAveragePooling2D(name="pool"), L.Dense(3, name="dense"),
+        ...                         L.Softmax(name="softmax")])
+        >>> m = from_keras(net)  # or from_keras("model.keras")
         >>> [layer.name for layer in m.layers], m.cut
-        (['conv2d', 'global_average_pooling2d', 'dense_1', 'softmax'], 'softmax')
+        (['conv', 'pool', 'dense', 'softmax'], 'softmax')
         >>> jax.grad(m.score(2))(jnp.ones((8, 8, 1))).shape
         (8, 8, 1)
     """
@@ -235,13 +244,14 @@ def from_keras(model: Any, *, output: OutputMode = "logits",
         raise ValueError(f"from_keras: {model.name} has no weights yet (it was never built). "
                          "Build and train it first (model.fit(...); or model.build((None, *shape)) "
                          "for random weights), or load it: from_keras('model.keras').")
-    shape, dtype = _model_input(keras, model, input_shape)
+    shape, dtype, struct = _model_input(keras, model, input_shape)
     params = ([v.value for v in model.trainable_variables],
               [v.value for v in model.non_trainable_variables])
 
     def apply(params: Any, x: Any) -> Any:
+        batch = x[None] if struct is None else keras.tree.pack_sequence_as(struct, [x[None]])
         with _marked(model):
-            out, _ = model.stateless_call(params[0], params[1], x[None], training=False)
+            out, _ = model.stateless_call(params[0], params[1], batch, training=False)
         if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != 1:
             raise TypeError(f"from_keras: {model.name} returned {type(out).__name__} "
                             f"{getattr(out, 'shape', '')} for a batch of one; expected one array "

@@ -35,9 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from xai_core import graph
-
-from ._base import Model, OutputMode
+from ._base import Model, OutputMode, mark_batch_of_one
 
 __all__ = ["from_torch"]
 
@@ -93,9 +91,7 @@ def _marked_layers(module: Any, torchax: Any) -> Iterator[list[str]]:
         def hook(mod: Any, args: Any, out: Any) -> Any:
             if stack and stack[-1] == name:
                 stack.pop()
-            if isinstance(out, Tensor) and out.ndim >= 1 and out.shape[0] == 1:
-                return Tensor(graph.mark(out.jax()[0], name)[None], env)
-            return out
+            return Tensor(mark_batch_of_one(out.jax(), name), env) if isinstance(out, Tensor) else out
         return hook
 
     for name, sub in module.named_modules():

@@ -231,6 +231,30 @@ def test_linen_errors(linen_cnn) -> None:
         m3.score(3)(jnp.ones(4))
 
 
+def _check_every_split(m, x) -> list[str]:
+    z = m.logits(x)
+    for layer in m.layers:
+        head, tail = m.split(layer.name)
+        a = head(x)
+        assert a.shape == layer.shape
+        np.testing.assert_allclose(tail(a), z, atol=1e-5, err_msg=layer.name)
+    return [layer.name for layer in m.layers]
+
+
+def test_linen_layers_are_module_paths_and_split(linen_cnn) -> None:
+    variables, xs, _ = linen_cnn
+    m = from_flax(CNN(), variables, apply_kwargs={"train": False})
+    with pytest.raises(ValueError, match=r"not been traced yet.*model.logits\(x\) once"):
+        m.layers
+    m.logits(xs[0])
+    assert _check_every_split(m, xs[0]) == ["Conv_0", "BatchNorm_0", "Dense_0"]
+    assert m.layers[0].shape == (6, 6, 4)
+    # the gradient at a layer, through the tail, equals the one through the model
+    head, tail = m.split("Conv_0")
+    g_layer = jax.grad(lambda a: tail(a)[1])(head(xs[0]))
+    assert g_layer.shape == (6, 6, 4) and float(jnp.abs(g_layer).sum()) > 0
+
+
 # ------------------------------------------------------------------ Flax nnx
 
 class NNXNet(nnx.Module):
@@ -268,6 +292,8 @@ def test_nnx_model() -> None:
 
     with pytest.raises(TypeError, match="carries its own state"):
         from_flax(net, {"params": {}})
+    assert _check_every_split(m, XS[0]) == ["l1", "bn", "drop", "l2"]
+    assert type(net.l1) is nnx.Linear  # the caller's submodules are not touched
 
 
 def test_importing_adapters_does_not_import_flax() -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,18 @@ def test_final_activation_is_cut(ending: list, cut: str | None, mode: str) -> No
     np.testing.assert_allclose(m.logits(x), hidden @ model.layers[1].kernel.numpy()
                                + model.layers[1].bias.numpy(), atol=1e-5)
     np.testing.assert_allclose(from_keras(model, output=mode).logits(x), _forward(model, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("nest", [list, dict])
+def test_one_input_in_a_list_or_dict(nest) -> None:
+    x = keras.Input((6,), name="feat")
+    dense = L.Dense(3)
+    model = keras.Model([x] if nest is list else {"feat": x}, dense(x))
+    ones = np.ones(6, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Keras warning about the input structure
+        z = from_keras(model).logits(ones)
+    np.testing.assert_allclose(z, ones @ dense.kernel.numpy() + dense.bias.numpy(), atol=1e-5)
 
 
 # ------------------------------------------------------------------ files
