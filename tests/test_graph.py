@@ -224,3 +224,57 @@ def test_looks_like_probabilities() -> None:
     assert not graph.looks_like_probabilities(jnp.array([0.5, jnp.nan, 0.5]))
     assert not graph.looks_like_probabilities(jnp.array([0, 1]))  # integers
     assert not graph.looks_like_probabilities(jnp.zeros((0,)))
+
+
+# ------------------------------------------------------------------ layers and split
+
+def _two_layer(w, x):
+    h = graph.mark(jnp.tanh(w * x), "hidden")
+    h2 = graph.mark(jnp.sin(h), "hidden")  # the same name twice: the second is "hidden:1"
+    return graph.mark(h2 + x, "out").sum()  # a skip connection from x past both
+
+
+def test_layers_lists_marks_in_order_and_numbers_repeated_names() -> None:
+    closed = graph.trace(_two_layer, jnp.ones(3), jnp.ones(3))
+    assert [(l.name, l.shape, str(l.dtype)) for l in graph.layers(closed)] == [
+        ("hidden", (3,), "float32"), ("hidden:1", (3,), "float32"), ("out", (3,), "float32")]
+    assert graph.layers(graph.trace(lambda x: jnp.sin(x), jnp.ones(2))) == []
+
+
+def test_split_head_and_tail_recompose_the_program_and_report_what_tail_reads() -> None:
+    w, x = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.3, 0.1, -0.7])
+    closed = graph.trace(_two_layer, w, x)
+    for name, reads in [("hidden", (1,)), ("hidden:1", (1,)), ("out", ())]:
+        s = graph.split(closed, name)
+        assert s.tail_inputs == reads, name
+        a = s.head(w, x)
+        np.testing.assert_allclose(s.tail([None, x], a)[0], _two_layer(w, x), rtol=1e-6)
+    s = graph.split(closed, "hidden")
+    np.testing.assert_allclose(s.head(w, x), jnp.tanh(w * x), rtol=1e-6)
+    # the tail is a function of the activation: gradients, jit and vmap go through it
+    g = jax.grad(lambda a: s.tail([None, x], a)[0])(s.head(w, x))
+    np.testing.assert_allclose(g, jnp.cos(jnp.tanh(w * x)), rtol=1e-6)
+    batched = jax.jit(jax.vmap(lambda a: s.tail([None, x], a)[0]))(jnp.stack([s.head(w, x)] * 2))
+    np.testing.assert_allclose(batched, [_two_layer(w, x)] * 2, rtol=1e-6)
+
+
+def test_split_errors_name_the_layers_and_the_expected_shape() -> None:
+    closed = graph.trace(_two_layer, jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"unknown layer 'hiden'.*Did you mean 'hidden'"):
+        graph.split(closed, "hiden")
+    with pytest.raises(ValueError, match="no layer marks"):
+        graph.split(graph.trace(jnp.sin, jnp.ones(2)), "hidden")
+    s = graph.split(closed, "out")
+    with pytest.raises(ValueError, match=r"activation has shape \(4,\); the layer's output has shape \(3,\)"):
+        s.tail([None, None], jnp.ones(4))
+
+
+def test_a_layer_mark_is_an_identity_and_survives_the_softmax_cut() -> None:
+    f = lambda x: graph.mark(jax.nn.softmax(graph.mark(2 * x, "z")), "probs")  # noqa: E731
+    np.testing.assert_allclose(f(jnp.arange(3.0)), jax.nn.softmax(2 * jnp.arange(3.0)), rtol=1e-6)
+    cut, what = graph.cut_final_activation(graph.trace(f, jnp.ones(3)))
+    assert what == "softmax"
+    # after the cut, the final layer's label is on the logits
+    assert [l.name for l in graph.layers(cut)] == ["z", "probs"]
+    s = graph.split(cut, "probs")
+    np.testing.assert_allclose(s.head(jnp.arange(3.0)), 2 * jnp.arange(3.0))
