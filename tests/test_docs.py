@@ -21,6 +21,10 @@ MODULES = [
     "xai_core.data",
     "xai_core.viz",
     "xai_core.metrics",
+    "xai_core.adapters",
+    "xai_core.adapters._base",
+    "xai_core.adapters.flax",
+    "xai_core.adapters.torch",
 ]
 
 
