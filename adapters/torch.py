@@ -126,7 +126,7 @@ def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits"
 
     Example:
         >>> import torch, jax.numpy as jnp
-        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=-1))
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=-1)).eval()
         >>> m = from_torch(net, torch.zeros(1, 4))
         >>> m.cut, m.logits(jnp.ones(4)).shape, [layer.name for layer in m.layers]
         ('softmax', (3,), ['0', '1'])
