@@ -209,7 +209,8 @@ class Model:
         except Exception as e:  # shape / rank / dtype errors from inside the model
             seen = sorted({_fmt_shape(k[0]) for k in self._cache})
             hint = (f" Shapes that worked: {', '.join(seen)}." if seen else
-                    " Pass ONE example without a batch axis (batch with jax.vmap).")
+                    " If the shape is the problem: pass ONE example without a batch axis "
+                    "(batch with jax.vmap).")
             raise ValueError(f"{self._name} could not be applied to one example of shape "
                              f"{_fmt_shape(aval.shape)} and dtype {aval.dtype}: "
                              f"{type(e).__name__}: {e}{hint}") from e

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from xai_core import graph
+import jax
+import jax.numpy as jnp
 
-from ._base import Model, OutputMode
+from ._base import Model, OutputMode, mark_batch_of_one
 
 __all__ = ["from_keras"]
 
@@ -87,8 +88,10 @@ def _load(keras: Any, path: Path) -> Any:
                              "it is corrupt or truncated, or another format renamed. Save it again "
                              "with model.save('model.keras').")
     elif name.endswith((".h5", ".hdf5")):
-        import h5py
-
+        try:
+            import h5py
+        except ImportError as e:
+            raise ImportError(f"from_keras: reading .h5 files needs h5py: {_INSTALL}") from e
         if not h5py.is_hdf5(path):
             raise ValueError(f"from_keras: {str(path)!r} is not a valid .h5 file (not HDF5): it is "
                              "corrupt or truncated, or another format renamed. Save it again "
@@ -132,13 +135,9 @@ def _sublayers(layer: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 def _marking(call: Callable[..., Any], name: str) -> Callable[..., Any]:
     """``call`` with its output (a batch of one) marked as layer ``name``."""
-    import jax
 
     def marked(*args: Any, **kwargs: Any) -> Any:
-        out = call(*args, **kwargs)
-        if isinstance(out, jax.Array) and out.ndim > 0 and out.shape[0] == 1:
-            return graph.mark(out[0], name)[None]
-        return out
+        return mark_batch_of_one(call(*args, **kwargs), name)
 
     return marked
 
@@ -207,8 +206,8 @@ def from_keras(model: Any, *, output: OutputMode = "logits",
     A final softmax / log_softmax / sigmoid is cut, whether it is a layer's
     ``activation=`` or a layer of its own. ``m.params`` is ``(trainable,
     non_trainable)``: lists of the variables' values in the order of
-    ``model.trainable_variables`` / ``model.non_trainable_variables`` (a snapshot:
-    after more training, call ``from_keras`` again). Every layer's output is a split
+    ``model.trainable_variables`` / ``model.non_trainable_variables`` (copies, taken
+    now: after more training, call ``from_keras`` again). Every layer's output is a split
     point, named as Keras names the layer (``outer/inner`` inside a nested model):
     see ``m.layers`` and ``m.split(name)``. Your model is not changed.
 
@@ -245,22 +244,26 @@ def from_keras(model: Any, *, output: OutputMode = "logits",
                          "Build and train it first (model.fit(...); or model.build((None, *shape)) "
                          "for random weights), or load it: from_keras('model.keras').")
     shape, dtype, struct = _model_input(keras, model, input_shape)
-    params = ([v.value for v in model.trainable_variables],
-              [v.value for v in model.non_trainable_variables])
+    # Copies: Keras's fit() donates (deletes) the variables' buffers as it trains on.
+    params = ([jnp.array(v.value, copy=True) for v in model.trainable_variables],
+              [jnp.array(v.value, copy=True) for v in model.non_trainable_variables])
+
+    # stateless_call passes keywords on to model.call, which may not take `training`
+    # (its layers then run in inference mode by default).
+    kwargs = {"training": False} if "training" in model.call_signature_parameters else {}
 
     def apply(params: Any, x: Any) -> Any:
         batch = x[None] if struct is None else keras.tree.pack_sequence_as(struct, [x[None]])
         with _marked(model):
-            out, _ = model.stateless_call(params[0], params[1], batch, training=False)
+            out, _ = model.stateless_call(params[0], params[1], batch, **kwargs)
         if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != 1:
             raise TypeError(f"from_keras: {model.name} returned {type(out).__name__} "
                             f"{getattr(out, 'shape', '')} for a batch of one; expected one array "
-                            "of class scores with a leading batch axis.")
+                            "of class scores with a leading batch axis. For a model with several "
+                            "outputs, pass keras.Model(model.input, model.outputs[k]).")
         return out[0]
 
     m = Model(apply, params, output=output, input_shape=shape, name=model.name)
     if shape is not None and None not in shape:
-        import jax
-
         m.jaxpr(jax.ShapeDtypeStruct(shape, dtype))
     return m

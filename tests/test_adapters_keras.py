@@ -24,6 +24,10 @@ from xai_core.adapters import from_keras  # noqa: E402
 if keras.config.backend() != "jax":  # pragma: no cover - a test run configured for another backend
     pytest.skip("these tests run Keras on its JAX backend", allow_module_level=True)
 
+# Keras's own numpy conversions (get_weights, save, model(x)) under numpy 2: not ours.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
 L = keras.layers
 _RNG = np.random.default_rng(0)
 XS = _RNG.normal(size=(3, 8, 8, 3)).astype(np.float32)
@@ -94,6 +98,18 @@ def test_logits_and_grads_match_keras(which: str, request: pytest.FixtureRequest
     assert len(tv) == len(model.trainable_variables) and len(ntv) == len(model.non_trainable_variables)
 
 
+def test_params_survive_more_training() -> None:
+    """Keras's fit() donates the variables' buffers: the adapter keeps copies."""
+    model = keras.Sequential([keras.Input((6,)), L.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    m = from_keras(model)
+    x = XS[0, 0, :6, 0]
+    before = np.asarray(m.logits(x))
+    model.fit(XS[:, 0, :6, 0], np.zeros(3), epochs=1, verbose=0)
+    np.testing.assert_allclose(m.logits(x), before)
+    assert not np.allclose(from_keras(model).logits(x), before)  # a new snapshot
+
+
 def test_probs_output_is_the_keras_output(cnn) -> None:
     model, _ = cnn
     m = from_keras(model, output="probs")
@@ -131,6 +147,12 @@ def test_one_input_in_a_list_or_dict(nest) -> None:
         warnings.simplefilter("error")  # no Keras warning about the input structure
         z = from_keras(model).logits(ones)
     np.testing.assert_allclose(z, ones @ dense.kernel.numpy() + dense.bias.numpy(), atol=1e-5)
+
+
+def test_mixed_bfloat16_softmax_is_cut() -> None:
+    model = keras.Sequential([keras.Input((6,)),
+                              L.Dense(3, activation="softmax", dtype="mixed_bfloat16")])
+    assert from_keras(model).cut == "softmax"
 
 
 # ------------------------------------------------------------------ files
@@ -171,6 +193,27 @@ def test_split_at_every_layer(which: str, names: list[str], request: pytest.Fixt
         skips = which == "residual" and layer.name in ("d1", "block/inner", "block")
         np.testing.assert_allclose(tail(a, x) if skips else tail(a), z, atol=1e-5)
     assert not any("call" in layer.__dict__ for layer in model._flatten_layers())  # model unchanged
+
+
+def test_subclassed_model_traces_on_first_call() -> None:
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.hidden = L.Dense(5, activation="relu", name="hidden")
+            self.drop = L.Dropout(0.5, name="drop")
+            self.out = L.Dense(3, name="out")
+
+        def call(self, x):  # no `training` argument: inference mode (no dropout) by default
+            return keras.ops.softmax(self.out(self.drop(self.hidden(x))))
+
+    net = Net()
+    x = XS[0, 0, :6, 0]
+    probs = _forward(net, x)  # builds it
+    m = from_keras(net)
+    with pytest.raises(ValueError, match="has not been traced yet"):
+        m.layers
+    np.testing.assert_allclose(jax.nn.softmax(m.logits(x)), probs, atol=1e-6)
+    assert m.cut == "softmax" and [layer.name for layer in m.layers] == ["hidden", "drop", "out"]
 
 
 def test_layer_calls_restored_after_an_error() -> None:

@@ -25,6 +25,7 @@ MODULES = [
     "xai_core.adapters._base",
     "xai_core.adapters.flax",
     "xai_core.adapters.torch",
+    "xai_core.adapters.keras",
 ]
 
 

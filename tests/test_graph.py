@@ -278,3 +278,20 @@ def test_a_layer_mark_is_an_identity_and_survives_the_softmax_cut() -> None:
     assert [l.name for l in graph.layers(cut)] == ["z", "probs"]
     s = graph.split(cut, "probs")
     np.testing.assert_allclose(s.head(jnp.arange(3.0)), 2 * jnp.arange(3.0))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("act", [jax.nn.softmax, jax.nn.log_softmax])
+def test_low_precision_activations_are_cut(dtype, act) -> None:
+    """jax.nn.softmax sums low-precision values in float32: the cut looks through the casts."""
+    f = lambda p, x: act(_logits(p, x).astype(dtype))  # noqa: E731
+    cut, what = graph.cut_final_activation(graph.trace(f, _params(), X))
+    assert what == act.__name__
+    got = jax.core.eval_jaxpr(cut.jaxpr, cut.consts, *jax.tree.leaves(_params()), X)[0]
+    np.testing.assert_array_equal(got, LOGITS.astype(dtype))
+
+
+def test_bfloat16_probabilities_are_recognised() -> None:
+    probs = jax.nn.softmax(jnp.arange(7.0)).astype(jnp.bfloat16)
+    assert abs(float(probs.astype(jnp.float32).sum()) - 1) > 1e-4  # rounding moves the sum
+    assert graph.looks_like_probabilities(probs)

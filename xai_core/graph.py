@@ -364,6 +364,17 @@ class _Match:
     nested: tuple[JaxprEqn, int, ClosedJaxpr, dict[int, _Found]] | None = None
 
 
+def _uncast(g: _Graph, v: Any) -> Any:
+    """``v`` without float-to-float ``convert_element_type``s in front of it."""
+    for _ in range(4):
+        eqn = g.op(v, "convert_element_type")
+        if eqn is None or not jax.numpy.issubdtype(eqn.params["new_dtype"], jax.numpy.floating) \
+                or not jax.numpy.issubdtype(eqn.invars[0].aval.dtype, jax.numpy.floating):
+            return v
+        v = eqn.invars[0]
+    return v
+
+
 def _match_softmax(g: _Graph, num: Any, den: Any) -> _Match | None:
     """``num / den`` is ``softmax(h)`` if num = exp(p), den = sum_A exp(p)."""
     e_num = g.op(num, "exp")
@@ -371,7 +382,7 @@ def _match_softmax(g: _Graph, num: Any, den: Any) -> _Match | None:
     if e_num is None or red is None:
         return None
     summed, axes = red
-    if not _same(g, summed, num):
+    if not _same(g, _uncast(g, summed), num):  # low-precision sums run in float32
         return None
     p = e_num.invars[0]
     if not set(axes) <= _const_dims(g, den, _ndim(num)):
@@ -641,7 +652,8 @@ def cut_final_activation(closed_jaxpr: ClosedJaxpr) -> tuple[ClosedJaxpr, str | 
 def looks_like_probabilities(y: Any, *, atol: float = 1e-3) -> bool:
     """True if a concrete model output looks like probabilities rather than logits.
 
-    Rules (``atol`` is the tolerance throughout):
+    Rules (``atol`` is the tolerance throughout, at least the machine epsilon of
+    ``y``'s dtype, so that bfloat16 probabilities count):
 
     1. ``y`` is a non-empty, finite, floating-point array with every value in [0, 1];
     2. and either its last axis has 2+ entries and every slice along it sums to 1
@@ -665,8 +677,9 @@ def looks_like_probabilities(y: Any, *, atol: float = 1e-3) -> bool:
         arr = np.asarray(y)
     except Exception:  # tracers and other abstract values: no evidence
         return False
-    if arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
+    if arr.size == 0 or not jax.numpy.issubdtype(arr.dtype, jax.numpy.floating):
         return False
+    atol = max(atol, float(jax.numpy.finfo(arr.dtype).eps))  # bfloat16 sums to 1 +- 4e-3
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         return False
