@@ -31,19 +31,22 @@ class ResNet18(nn.Module):
 
     num_classes: int = 1000
     stages: Sequence[int] = (2, 2, 2, 2)
+    width: int = 64
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(64, (7, 7), 2, padding=3, use_bias=False)(x)
+        x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=True)(x))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         for stage, blocks in enumerate(self.stages):
             for block in range(blocks):
-                x = BasicBlock(64 * 2**stage, 2 if stage > 0 and block == 0 else 1)(x)
+                x = BasicBlock(self.width * 2**stage, 2 if stage > 0 and block == 0 else 1)(x)
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
-def init_resnet18(key: jax.Array, size: int = 224, num_classes: int = 1000) -> tuple[ResNet18, dict]:
-    """A ResNet-18 and its variables for ``size x size x 3`` inputs."""
-    model = ResNet18(num_classes)
+def init_resnet18(key: jax.Array, size: int = 224, num_classes: int = 1000,
+                  width: int = 64) -> tuple[ResNet18, dict]:
+    """A ResNet-18 (``width`` channels in its first stage) and its variables for
+    ``size x size x 3`` inputs."""
+    model = ResNet18(num_classes, width=width)
     return model, model.init(key, jnp.zeros((1, size, size, 3)))

@@ -1,0 +1,521 @@
+"""Attribution benchmarks: xai-core against Captum and against the floor, in one process.
+
+    python -m benchmarks.run --suite cpu-small   # a tiny ResNet, seconds; CI runs it as a smoke test
+    python -m benchmarks.run --suite cpu         # ResNet-18, about 20 minutes on 2 cores
+    python -m benchmarks.run --suite gpu         # ResNet-18, 8 images, on a CUDA machine
+
+Writes ``benchmarks/results/<suite>-<machine>.json``, a markdown table (``.md``) and a
+plot of time against IG steps (``.png``). Every implementation gets the same weights
+(a torch ResNet-18 with random weights, through ``from_torch`` for xai-core), the same
+inputs and targets; outputs are compared, and a row whose largest difference from
+Captum exceeds 1e-4 (relative to Captum's largest value) is marked invalid.
+
+Rows per workload:
+
+- ``xai-core (torch)``: ``jax.jit(jax.vmap(method))`` on the ``from_torch`` model; compile
+  time apart from the steady-state median.
+- ``xai-core (flax)``: the same method on a ResNet-18 written in Flax (NHWC; own weights).
+- ``captum (all)`` / ``captum (budget)``: Captum with every evaluation in one batch, and
+  with its batch (``internal_batch_size``, ``nt_samples_batch_size``,
+  ``perturbations_per_eval``) set to what xai-core's ``batch_size`` evaluates at once.
+- ``floor (jax)`` / ``floor (torch)``: the N forward+backward passes (forwards only for
+  occlusion) the method cannot avoid, batched the same way, and nothing else.
+
+Peak memory is the process's peak resident set size during each row (Linux
+``VmHWM``, reset through ``/proc/self/clear_refs`` before the row), or the device's
+peak on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import xai_core as xc
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What one suite runs; see ``SUITES``."""
+
+    name: str
+    width: int                   # ResNet-18's first-stage channels (64 is the real one)
+    size: int                    # image side for IG and SmoothGrad
+    images: int
+    occlusion_size: int
+    scaling_size: int            # image side for the step-scaling curve and time to accuracy
+    classes: int = 1000
+    ig_steps: int = 64
+    sg_samples: int = 50
+    sigma: float = 0.1
+    window: int = 16
+    stride: int = 8
+    scaling_steps: tuple[int, ...] = (16, 64, 128, 256, 512)
+    accuracy_steps: tuple[int, ...] = (8, 16, 32, 64, 128)
+    memory_steps: int = 512
+    repeats: int = 3
+    batch_size: int = xc.DEFAULT_BATCH_SIZE
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+SUITES = {
+    "cpu-small": Suite("cpu-small", width=8, size=32, images=2, occlusion_size=32, scaling_size=32,
+                       classes=10, ig_steps=16, sg_samples=8, window=8, stride=4,
+                       scaling_steps=(8, 16), accuracy_steps=(4, 16), memory_steps=64,
+                       repeats=1, batch_size=8),
+    "cpu": Suite("cpu", width=64, size=224, images=2, occlusion_size=112, scaling_size=112,
+                 accuracy_steps=(16, 64, 256, 1024)),
+    "gpu": Suite("gpu", width=64, size=224, images=8, occlusion_size=224, scaling_size=224, repeats=5),
+}
+
+
+# --------------------------------------------------------------------------- measuring
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    for dev in jax.devices():
+        if dev.platform == "gpu" and hasattr(dev, "reset_memory_stats"):  # not in every jaxlib
+            dev.reset_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mib() -> float:
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if dev.platform == "gpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return _peak_rss_mib()
+
+
+def measure(build: Callable[[], tuple[Callable[[], Any], float]], repeats: int) -> dict[str, Any]:
+    """``build()`` returns ``(run, compile_seconds)``; ``run()`` returns the output as numpy.
+    One warm-up call, then the median of ``repeats`` calls."""
+    _reset_peak()
+    run, compile_s = build()
+    t = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t)
+    times = times or [first]
+    return {"seconds": statistics.median(times), "runs": times, "first_call": first,
+            "compile": compile_s, "peak_mib": _peak_mib(), "out": out}
+
+
+def jitted(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], float]:
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    return (lambda: np.asarray(jax.block_until_ready(compiled(*args)))), compile_s
+
+
+def torch_run(fn: Callable[[], Any]) -> tuple[Callable[[], Any], float]:
+    return (lambda: np.asarray(fn().detach().cpu().numpy())), 0.0
+
+
+def rel_diff(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# --------------------------------------------------------------------------- setup
+
+@dataclass
+class Setup:
+    """The models and inputs one suite shares across workloads."""
+
+    suite: Suite
+    net: Any                     # torch ResNet-18, eval mode
+    flax: Any                    # from_flax(native Flax ResNet-18)
+    device: Any                  # torch device
+    models: dict[int, Any] = field(default_factory=dict)
+
+    def model(self, size: int) -> Any:
+        """``from_torch(net)`` for ``size x size`` images (converted once per size)."""
+        if size not in self.models:
+            import torch
+
+            from xai_core.adapters import from_torch
+            self.models[size] = from_torch(self.net.cpu(), torch.zeros(1, 3, size, size), name="resnet18")
+            self.net.to(self.device)
+        return self.models[size]
+
+    def inputs(self, size: int, images: int) -> tuple[Any, jax.Array, jax.Array, list[int]]:
+        import torch
+        xs = torch.rand((images, 3, size, size), generator=torch.Generator().manual_seed(size))
+        targets = [(7 * i + 3) % self.suite.classes for i in range(images)]
+        return xs.to(self.device), jnp.asarray(xs.numpy()), jnp.asarray(targets), targets
+
+
+def make_setup(suite: Suite) -> Setup:
+    import torch
+
+    from benchmarks.flax_resnet import init_resnet18
+    from benchmarks.models import torch_resnet18
+    from xai_core.adapters import from_flax
+
+    torch.set_num_threads(suite.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = torch_resnet18(suite.classes, width=suite.width).to(device)
+    module, variables = init_resnet18(jax.random.key(0), suite.size, suite.classes, suite.width)
+    return Setup(suite, net, from_flax(module, variables), device)
+
+
+# --------------------------------------------------------------------------- workloads
+
+def _floor_jax(score_of: Callable[[jax.Array], Callable], n: int, batch_size: int,
+               backward: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """N evaluations (gradients, or forwards only) of each example, ``batch_size`` at a time."""
+    def one(x: jax.Array, t: jax.Array) -> jax.Array:
+        f = jax.grad(score_of(t)) if backward else score_of(t)
+        copies = jnp.broadcast_to(x, (n, *x.shape))
+        return jnp.sum(jax.lax.map(f, copies, batch_size=batch_size), axis=0)
+    return jax.vmap(one)
+
+
+def _floor_torch(net: Any, xs: Any, targets: list[int], n: int, batch: int, backward: bool) -> Any:
+    """N forward (+backward) passes per example, ``batch`` examples' worth at a time."""
+    import torch
+    rows = xs.repeat_interleave(n, dim=0)
+    ts = torch.tensor(targets, device=xs.device).repeat_interleave(n)
+    total = torch.zeros((), device=xs.device)
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        if backward:
+            chunk = chunk.clone().requires_grad_(True)
+            net(chunk).gather(1, ts[i:i + batch, None]).sum().backward()
+            total = total + chunk.grad.sum()
+        else:
+            with torch.no_grad():
+                total = total + net(chunk).gather(1, ts[i:i + batch, None]).sum()
+    return total
+
+
+def workload(setup: Setup, method: str, size: int, n: int, **options: Any) -> dict[str, Any]:
+    """All rows of one workload (``method`` with ``n`` steps / samples)."""
+    import torch
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+
+    s, net = setup.suite, setup.net
+    xs_t, xs, ts, targets = setup.inputs(size, s.images)
+    xs_nhwc = jnp.moveaxis(xs, 1, -1)
+    model = setup.model(size)
+    b = s.batch_size
+    rows: dict[str, dict[str, Any]] = {}
+
+    if method == "ig":
+        def ours(m: Any, xs: jax.Array) -> tuple[Callable, tuple]:
+            return jax.vmap(lambda x, t: xc.integrated_gradients(
+                m.score(t), steps=n, rule="gauss_legendre", batch_size=b)(x)), (xs, ts)
+        ig = IntegratedGradients(net)
+
+        def captum(batch: int | None) -> Callable[[], Any]:
+            return lambda: ig.attribute(xs_t, target=targets, n_steps=n, method="gausslegendre",
+                                        internal_batch_size=batch)
+        backward, n_evals, budget = True, n, b * s.images  # Captum counts rows of all examples
+    elif method == "smoothgrad":
+        z = np.random.default_rng(0).standard_normal((s.images, n, *xs.shape[1:])).astype(np.float32)
+        z_t = torch.from_numpy(z.reshape(-1, *xs.shape[1:])).to(setup.device)
+
+        def ours(m: Any, xs: jax.Array) -> tuple[Callable, tuple]:
+            noise = jnp.asarray(z) if xs.shape[1] == 3 else jnp.moveaxis(jnp.asarray(z), 2, -1)
+            return jax.vmap(lambda x, t, z: xc.smoothgrad(
+                xc.gradient(m.score(t)), samples=n, sigma=s.sigma, relative=False, batch_size=b)(
+                    x, noise=z)), (xs, ts, noise)
+        from captum.attr._core import noise_tunnel
+        sg = NoiseTunnel(Saliency(net))
+
+        def captum(batch: int | None) -> Callable[[], Any]:
+            def call() -> Any:
+                original = noise_tunnel.torch.normal
+                noise_tunnel.torch.normal = _fixed_noise(z_t, batch or n, s.images, n)
+                try:
+                    return sg.attribute(xs_t, nt_type="smoothgrad", nt_samples=n, stdevs=s.sigma,
+                                        target=targets, abs=False, nt_samples_batch_size=batch)
+                finally:
+                    noise_tunnel.torch.normal = original
+            return call
+        backward, n_evals, budget = True, n, b  # Captum counts samples per example
+    elif method == "occlusion":
+        w, st = s.window, s.stride
+        n = n_evals = (1 + -(-(size - w) // st)) ** 2
+
+        def ours(m: Any, xs: jax.Array) -> tuple[Callable, tuple]:
+            win, step = ((3, w, w), (3, st, st)) if xs.shape[1] == 3 else ((w, w, 3), (st, st, 3))
+            return jax.vmap(lambda x, t: xc.occlusion(m.score(t), win, step, batch_size=b)(x)), (xs, ts)
+        occ = Occlusion(net)
+
+        def captum(batch: int | None) -> Callable[[], Any]:
+            return lambda: occ.attribute(xs_t, sliding_window_shapes=(3, w, w), strides=(3, st, st),
+                                         baselines=0.0, target=targets,
+                                         perturbations_per_eval=batch or n_evals)
+        backward, budget = False, b  # Captum counts windows, each over all examples
+    else:
+        raise ValueError(f"unknown method {method!r}")
+
+    reps = s.repeats
+    fn, args = ours(model, xs)
+    rows["xai-core (torch)"] = measure(lambda: jitted(fn, *args), reps)
+    fn, args = ours(setup.flax, xs_nhwc)
+    rows["xai-core (flax)"] = measure(lambda: jitted(fn, *args), reps)
+    rows["captum (all)"] = measure(lambda: torch_run(captum(None)), reps)
+    rows["captum (budget)"] = measure(lambda: torch_run(captum(budget)), reps)
+    score_of = model.score
+    rows["floor (jax)"] = measure(lambda: jitted(_floor_jax(score_of, n_evals, b, backward), xs, ts), reps)
+    rows["floor (torch)"] = measure(
+        lambda: torch_run(lambda: _floor_torch(net, xs_t, targets, n_evals, b * s.images, backward)), reps)
+
+    reference = rows["captum (all)"]["out"]
+    for name, row in rows.items():
+        out = row.pop("out")
+        if name.startswith(("xai-core (torch)", "captum")):
+            row["max_rel_diff_vs_captum"] = rel_diff(out, reference)
+            row["valid"] = row["max_rel_diff_vs_captum"] <= TOL
+    best = min(rows["captum (all)"]["seconds"], rows["captum (budget)"]["seconds"])
+    ours_s = rows["xai-core (torch)"]["seconds"]
+    summary = {"method": method, "size": size, "n": n, "evaluations_per_image": n_evals,
+               "options": options, "rows": rows,
+               "ours_over_captum_best": ours_s / best,
+               "ours_over_captum_budget": ours_s / rows["captum (budget)"]["seconds"],
+               "ours_over_floor_jax": ours_s / rows["floor (jax)"]["seconds"],
+               "flax_over_floor_jax": rows["xai-core (flax)"]["seconds"] / rows["floor (jax)"]["seconds"],
+               "floor_jax_over_floor_torch": rows["floor (jax)"]["seconds"] / rows["floor (torch)"]["seconds"]}
+    return summary
+
+
+def _fixed_noise(z: Any, batch_samples: int, images: int, n: int) -> Callable[[Any, Any], Any]:
+    """Stand-in for ``torch.normal(0, std)`` in Captum's NoiseTunnel that hands out the
+    fixed draws ``z`` (example-major), chunk by chunk when Captum splits the samples."""
+    import torch
+    calls = iter(range(0, n, batch_samples))
+
+    def normal(mean: Any, std: Any) -> Any:
+        start = next(calls)
+        per = std.shape[0] // images
+        rows = torch.cat([z[i * n + start:i * n + start + per] for i in range(images)])
+        return rows * std
+    return normal
+
+
+# --------------------------------------------------------------------------- curves and checks
+
+def scaling(setup: Setup) -> dict[str, Any]:
+    """IG time against steps at ``scaling_size``: xai-core, Captum (budget), the JAX floor."""
+    import torch  # noqa: F401  (Captum below)
+    from captum.attr import IntegratedGradients
+    s = setup.suite
+    xs_t, xs, ts, targets = setup.inputs(s.scaling_size, s.images)
+    m = setup.model(s.scaling_size)
+    ig = IntegratedGradients(setup.net)
+    curve: dict[str, list[float]] = {"xai-core (torch)": [], "captum (budget)": [], "floor (jax)": []}
+    for n in s.scaling_steps:
+        fn = jax.vmap(lambda x, t, n=n: xc.integrated_gradients(
+            m.score(t), steps=n, rule="gauss_legendre", batch_size=s.batch_size)(x))
+        curve["xai-core (torch)"].append(measure(lambda fn=fn: jitted(fn, xs, ts), 1)["seconds"])
+        curve["captum (budget)"].append(measure(lambda n=n: torch_run(lambda: ig.attribute(
+            xs_t, target=targets, n_steps=n, method="gausslegendre",
+            internal_batch_size=s.batch_size * s.images)), 1)["seconds"])
+        floor = _floor_jax(m.score, n, s.batch_size, True)
+        curve["floor (jax)"].append(measure(lambda floor=floor: jitted(floor, xs, ts), 1)["seconds"])
+    return {"size": s.scaling_size, "steps": list(s.scaling_steps), "seconds": curve}
+
+
+def memory(setup: Setup) -> dict[str, Any]:
+    """IG with many steps on one image: XLA's temporary memory unchunked (compiled only)
+    against chunked at ``batch_size`` (also run); and what chunking costs at IG-64."""
+    s = setup.suite
+    _, xs, ts, _ = setup.inputs(s.size, 1)
+    x, score = xs[0], setup.model(s.size).score(int(ts[0]))
+
+    def ig(steps: int, batch_size: int | None) -> Any:
+        return jax.jit(xc.integrated_gradients(score, steps=steps, batch_size=batch_size)).lower(x).compile()
+
+    def temp_mib(compiled: Any) -> float:
+        return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+    unchunked = temp_mib(ig(s.memory_steps, None))
+    chunked = ig(s.memory_steps, s.batch_size)
+    run = measure(lambda: ((lambda: np.asarray(chunked(x))), 0.0), 0)
+    cost = {bs: measure(lambda bs=bs: jitted(xc.integrated_gradients(
+        score, steps=s.ig_steps, batch_size=bs), x), s.repeats)["seconds"]
+        for bs in (None, s.batch_size)}
+    return {"steps": s.memory_steps, "batch_size": s.batch_size,
+            "unchunked_temp_mib": unchunked, "chunked_temp_mib": temp_mib(chunked),
+            "chunked_peak_mib": run["peak_mib"], "chunked_seconds": run["first_call"],
+            f"ig{s.ig_steps}_unchunked_seconds": cost[None],
+            f"ig{s.ig_steps}_chunked_seconds": cost[s.batch_size],
+            "chunking_time_ratio": cost[s.batch_size] / cost[None]}
+
+
+def time_to_accuracy(setup: Setup) -> dict[str, Any]:
+    """Seconds and IG convergence delta (relative to f(x) - f(0)) per rule and step count,
+    on one image at ``scaling_size``; Captum's default (Gauss-Legendre, 50 steps) beside it."""
+    from captum.attr import IntegratedGradients
+    s = setup.suite
+    xs_t, xs, ts, targets = setup.inputs(s.scaling_size, 1)
+    m = setup.model(s.scaling_size)
+    x, score = xs[0], m.score(int(ts[0]))
+    change = float(score(x) - score(jnp.zeros_like(x)))
+    table: dict[str, dict[str, Any]] = {}
+    for rule in xc.RULES:
+        table[rule] = {}
+        for n in s.accuracy_steps:
+            fn = xc.integrated_gradients(score, steps=n, rule=rule, batch_size=s.batch_size)
+            r = measure(lambda fn=fn: jitted(fn, x), 1)
+            gap = float(xc.completeness_gap(score, x, jnp.asarray(r["out"])))
+            table[rule][n] = {"seconds": r["seconds"], "delta": abs(gap / change)}
+    t = time.perf_counter()
+    _, delta = IntegratedGradients(setup.net).attribute(xs_t, target=targets, n_steps=50,
+                                                        return_convergence_delta=True)
+    captum = {"seconds": time.perf_counter() - t, "delta": abs(float(delta[0]) / change)}
+    reached = {rule: next((v["seconds"] for v in rows.values() if v["delta"] <= 1e-3), None)
+               for rule, rows in table.items()}
+    return {"size": s.scaling_size, "score_change": change, "rules": table,
+            "captum_gauss_legendre_50": captum, "seconds_to_1e-3": reached}
+
+
+# --------------------------------------------------------------------------- report
+
+def machine() -> dict[str, Any]:
+    import captum
+    import torch
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = jax.devices()[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "jax_device": dev.device_kind,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "versions": {"xai_core": xc.__version__, "jax": jax.__version__, "torch": torch.__version__,
+                         "captum": captum.__version__, "python": platform.python_version()},
+            "load_average_at_start": os.getloadavg()}
+
+
+def machine_tag(info: dict[str, Any]) -> str:
+    if info["gpu"]:
+        return info["gpu"].replace("NVIDIA ", "").split()[0].lower()
+    return f"cpu{info['cores']}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s, info = result["suite"], result["machine"]
+    lines = [f"# Suite `{s['name']}` on {info['gpu'] or info['cpu']} ({info['cores']} cores)", "",
+             f"ResNet-18 (width {s['width']}, {s['classes']} classes, random weights), float32, "
+             f"{s['images']} images, batch_size {s['batch_size']}, torch threads {s['threads']}; "
+             f"median of {s['repeats']} runs after a warm-up. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".", ""]
+    for w in result["workloads"]:
+        lines += [f"## {w['method']} (n={w['n']}, {w['size']}x{w['size']}, "
+                  f"{w['evaluations_per_image']} evaluations per image)", "",
+                  "| implementation | seconds | compile s | peak MiB | max rel diff vs Captum |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, r in w["rows"].items():
+            d = r.get("max_rel_diff_vs_captum")
+            diff = "-" if d is None else f"{d:.1e}" + ("" if r["valid"] else " INVALID")
+            lines.append(f"| {name} | {r['seconds']:.3f} | {r['compile']:.1f} | {r['peak_mib']:.0f} | {diff} |")
+        lines += ["", f"xai-core / Captum best: **{w['ours_over_captum_best']:.2f}**; / Captum at the "
+                  f"same budget: {w['ours_over_captum_budget']:.2f}; / JAX floor: "
+                  f"**{w['ours_over_floor_jax']:.2f}** (Flax model: {w['flax_over_floor_jax']:.2f}); "
+                  f"JAX floor / torch floor: {w['floor_jax_over_floor_torch']:.2f}.", ""]
+    mem = result["memory"]
+    lines += ["## Memory", "",
+              f"IG with {mem['steps']} steps on one {s['size']}x{s['size']} image: XLA temporaries "
+              f"{mem['unchunked_temp_mib']:.0f} MiB unchunked (compiled only) against "
+              f"{mem['chunked_temp_mib']:.0f} MiB chunked at batch_size {mem['batch_size']}; the "
+              f"chunked run peaked at {mem['chunked_peak_mib']:.0f} MiB and took "
+              f"{mem['chunked_seconds']:.1f} s. Chunking costs {mem['chunking_time_ratio']:.2f}x "
+              f"the unchunked time at IG-{s['ig_steps']}.", ""]
+    acc = result["time_to_accuracy"]
+    steps = s["accuracy_steps"]
+    lines += [f"## Time to accuracy (IG, one {acc['size']}x{acc['size']} image)", "",
+              "Relative convergence delta |sum(a) - (f(x) - f(0))| / |f(x) - f(0)| and seconds.", "",
+              "| rule | " + " | ".join(f"{n} steps" for n in steps) + " | s to 1e-3 |",
+              "|---|" + "---:|" * (len(steps) + 1)]
+    for rule, rows in acc["rules"].items():
+        cells = [f"{rows[n]['delta']:.1e} / {rows[n]['seconds']:.2f} s" for n in steps]
+        reached = acc["seconds_to_1e-3"][rule]
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {'not reached' if reached is None else f'{reached:.2f}'} |")
+    c = acc["captum_gauss_legendre_50"]
+    lines += ["", f"Captum's default (Gauss-Legendre, 50 steps): delta {c['delta']:.1e} in {c['seconds']:.2f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sc = result["scaling"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, secs in sc["seconds"].items():
+        ax.plot(sc["steps"], secs, marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="IG steps", ylabel="seconds",
+           title=f"IG on ResNet-18, {result['suite']['images']} images at {sc['size']}x{sc['size']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(suite: Suite, out_dir: Path = RESULTS) -> dict[str, Any]:
+    """Run a suite; write its JSON, markdown and PNG into ``out_dir``; return the result."""
+    info = machine()
+    setup = make_setup(suite)
+    s = suite
+    result: dict[str, Any] = {"suite": asdict(s), "machine": info, "dtype": "float32", "workloads": [
+        workload(setup, "ig", s.size, s.ig_steps, rule="gauss_legendre"),
+        workload(setup, "smoothgrad", s.size, s.sg_samples, sigma=s.sigma),
+        workload(setup, "occlusion", s.occlusion_size, 0, window=s.window, stride=s.stride),  # n: windows
+    ]}
+    result["scaling"] = scaling(setup)
+    result["memory"] = memory(setup)
+    result["time_to_accuracy"] = time_to_accuracy(setup)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{s.name}-{machine_tag(info)}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
+    stem.with_suffix(".md").write_text(markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="cpu-small")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = run(SUITES[args.suite], args.out)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The benchmark code runs (the cpu-small suite) and its outputs agree with Captum's.
+
+Never asserts a time: speed lives in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("captum")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_small_suite_runs_and_agrees_with_captum(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "cpu-small", "--out", str(tmp_path)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    (result_file,) = tmp_path.glob("cpu-small-*.json")
+    result = json.loads(result_file.read_text())
+    assert {w["method"] for w in result["workloads"]} == {"ig", "smoothgrad", "occlusion"}
+    for w in result["workloads"]:
+        assert set(w["rows"]) == {"xai-core (torch)", "xai-core (flax)", "captum (all)",
+                                  "captum (budget)", "floor (jax)", "floor (torch)"}
+        ours = w["rows"]["xai-core (torch)"]
+        assert ours["valid"] and ours["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
+        assert w["rows"]["captum (budget)"]["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
+        assert all(r["seconds"] > 0 and r["peak_mib"] > 0 for r in w["rows"].values())
+    assert result["memory"]["chunked_temp_mib"] < result["memory"]["unchunked_temp_mib"]
+    assert set(result["time_to_accuracy"]["rules"]) == {
+        "riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre"}
+    assert result["machine"]["versions"]["torch"]
+    assert result_file.with_suffix(".md").read_text().startswith("# Suite `cpu-small`")
+    assert result_file.with_suffix(".png").stat().st_size > 1000
