@@ -21,6 +21,12 @@ torchax's cost here is that 0.0.13 fails to import beside torch 2.13:
 :mod:`xai_core.adapters._torchax` works around that while it imports, and a test
 tells when the workaround can go.
 
+Layout: the input stays in the model's own layout (NCHW), but every convolution is
+computed channels-last (:func:`xai_core.graph.channels_last`): XLA:CPU's fast
+convolutions are NHWC, and inside the ``lax.scan`` that chunked methods run, NCHW
+convolutions were 14x slower on a ResNet-18 (IG-16 at 112x112: 7.0 s chunked against
+0.52 s unchunked).
+
 Layers: while the model is traced, a forward hook on every submodule labels its
 output (:func:`xai_core.graph.mark`) with the module's name from
 ``module.named_modules()`` (``"layer1.0.conv1"``), so ``m.layers`` and ``m.split``
@@ -37,6 +43,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from xai_core import graph
 
 from ._base import Model, OutputMode, mark_batch_of_one
 
@@ -163,7 +171,7 @@ def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits"
     def apply(params: Any, x: Any) -> Any:
         with _traced_as_eval(module), _marked_layers(module, torchax) as stack:
             try:
-                out = jax_fn(params, (x[None],))
+                out = graph.channels_last(lambda p, xb: jax_fn(p, (xb,)))(params, x[None])
             except torchax.tensor.OperatorNotFound as e:
                 where = f" in layer {stack[-1]!r} ({_module_type(module, stack[-1])})" if stack else ""
                 raise _UnsupportedOp(f"{name}: the PyTorch op {_op_name(e)}{where} has no JAX "

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -294,6 +295,8 @@ def workload(setup: Setup, method: str, size: int, n: int, **options: Any) -> di
     rows["floor (torch)"] = measure(
         lambda: torch_run(lambda: _floor_torch(net, xs_t, targets, n_evals, b * s.images, backward)), reps)
 
+    print(f"{method}: " + ", ".join(f"{k} {r['seconds']:.3f} s" for k, r in rows.items()),
+          file=sys.stderr, flush=True)
     reference = rows["captum (all)"]["out"]
     for name, row in rows.items():
         out = row.pop("out")

@@ -295,3 +295,28 @@ def test_bfloat16_probabilities_are_recognised() -> None:
     probs = jax.nn.softmax(jnp.arange(7.0)).astype(jnp.bfloat16)
     assert abs(float(probs.astype(jnp.float32).sum()) - 1) > 1e-4  # rounding moves the sum
     assert graph.looks_like_probabilities(probs)
+
+
+# ------------------------------------------------------------------ channels_last
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channels_last_keeps_values_and_gradients_and_runs_convolutions_nhwc(groups) -> None:
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 4, 9, 7)).astype(np.float32))          # NCHW
+    w = jnp.asarray(rng.normal(size=(6, 4 // groups, 3, 2)).astype(np.float32))  # OIHW
+
+    def f(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (2, 1), ((1, 1), (0, 1)), rhs_dilation=(1, 2),
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                         feature_group_count=groups)
+        return graph.mark(jnp.tanh(y), "conv").sum()
+
+    g = graph.channels_last(f)
+    np.testing.assert_allclose(g(x, w), f(x, w), rtol=1e-5)
+    for a, b in zip(jax.grad(g, (0, 1))(x, w), jax.grad(f, (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    closed = graph.trace(g, x, w)
+    (conv,) = [e for e in closed.eqns if e.primitive.name == "conv_general_dilated"]
+    lhs, rhs, out = conv.params["dimension_numbers"]
+    assert (lhs, rhs, out) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # NHWC, HWIO, NHWC
+    assert [layer.name for layer in graph.layers(closed)] == ["conv"]
