@@ -1,7 +1,7 @@
 """Attribution benchmarks: xai-core against Captum and against the floor, in one process.
 
     python -m benchmarks.run --suite cpu-small   # a tiny ResNet, seconds; CI runs it as a smoke test
-    python -m benchmarks.run --suite cpu         # ResNet-18, about 20 minutes on 2 cores
+    python -m benchmarks.run --suite cpu         # ResNet-18, about 25 minutes on 2 cores
     python -m benchmarks.run --suite gpu         # ResNet-18, 8 images, on a CUDA machine
 
 Writes ``benchmarks/results/<suite>-<machine>.json``, a markdown table (``.md``) and a
@@ -80,7 +80,7 @@ SUITES = {
                        scaling_steps=(8, 16), accuracy_steps=(4, 16), memory_steps=64,
                        repeats=1, batch_size=8),
     "cpu": Suite("cpu", width=64, size=224, images=2, occlusion_size=112, scaling_size=112,
-                 accuracy_steps=(16, 64, 256, 1024)),
+                 scaling_steps=(16, 64, 256, 512), accuracy_steps=(16, 64, 256)),
     "gpu": Suite("gpu", width=64, size=224, images=8, occlusion_size=224, scaling_size=224, repeats=5),
 }
 
