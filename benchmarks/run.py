@@ -482,7 +482,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, secs in sc["seconds"].items():
         ax.plot(sc["steps"], secs, marker="o", label=name)
-    ax.set(xscale="log", yscale="log", xlabel="IG steps", ylabel="seconds",
+    ax.set_xscale("log")
+    ax.set_xticks(sc["steps"], [str(n) for n in sc["steps"]])
+    ax.minorticks_off()
+    ax.set(yscale="log", xlabel="IG steps", ylabel="seconds",
            title=f"IG on ResNet-18, {result['suite']['images']} images at {sc['size']}x{sc['size']}")
     ax.legend()
     fig.tight_layout()
