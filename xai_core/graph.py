@@ -151,8 +151,10 @@ def _read(env: dict, v: Any) -> Any:
 
 
 def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
-               inline: bool, keep: Collection[str] = KEEP_CALLS) -> list[Any]:
-    """Evaluate ``jaxpr``; with ``inline``, evaluate jit bodies instead of binding them."""
+               inline: bool, keep: Collection[str] = KEEP_CALLS,
+               channels_last: bool = False) -> list[Any]:
+    """Evaluate ``jaxpr``; with ``inline``, evaluate jit bodies instead of binding them;
+    with ``channels_last``, compute convolutions NHWC (:func:`channels_last`)."""
     env: dict = {}
     for v, x in zip(jaxpr.constvars, consts):
         env[v] = x
@@ -161,8 +163,11 @@ def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
         body = _inner(eqn) if inline and eqn.primitive.name in _INLINE_CALLS else None
-        if body is not None and _call_name(eqn) not in keep:
-            outvals = _interpret(body.jaxpr, body.consts, invals, inline=True, keep=keep)
+        if channels_last and eqn.primitive.name == "conv_general_dilated":
+            outvals = [_conv_channels_last(eqn, *invals)]
+        elif body is not None and _call_name(eqn) not in keep:
+            outvals = _interpret(body.jaxpr, body.consts, invals, inline=True, keep=keep,
+                                 channels_last=channels_last)
         else:
             outvals = _bind(eqn, invals)
         for v, x in zip(eqn.outvars, outvals):
@@ -558,11 +563,7 @@ def _rewrite(closed: ClosedJaxpr, found: dict[int, _Found]) -> ClosedJaxpr:
     def fn(*args: Any) -> list[Any]:
         env: dict = dict(zip(jaxpr.constvars, closed.consts))
         env.update(zip(jaxpr.invars, args))
-        for eqn in live:
-            outs = _bind(eqn, [_read(env, x) for x in eqn.invars])
-            for o, x in zip(eqn.outvars, outs):
-                if not isinstance(o, DropVar):
-                    env[o] = x
+        env = _run(live, env)
         results = []
         for i, v in enumerate(jaxpr.outvars):
             if i not in found:
@@ -898,25 +899,9 @@ def channels_last(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any) -> Any:
         specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), jax.numpy.result_type(a)), args)
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
-        outs = _interpret_layout(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+        outs = _interpret(closed.jaxpr, closed.consts, jax.tree.leaves(args), inline=True,
+                          channels_last=True)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return wrapped
 
-
-def _interpret_layout(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
-    env: dict = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    for eqn in jaxpr.eqns:
-        invals = [_read(env, v) for v in eqn.invars]
-        body = _inner(eqn) if eqn.primitive.name in _INLINE_CALLS else None
-        if eqn.primitive.name == "conv_general_dilated":
-            outvals = [_conv_channels_last(eqn, *invals)]
-        elif body is not None and _call_name(eqn) not in KEEP_CALLS:
-            outvals = _interpret_layout(body.jaxpr, body.consts, invals)
-        else:
-            outvals = _bind(eqn, invals)
-        for v, x in zip(eqn.outvars, outvals):
-            if not isinstance(v, DropVar):
-                env[v] = x
-    return [_read(env, v) for v in jaxpr.outvars]
