@@ -49,11 +49,18 @@ class ResNet18(nn.Module):
 
 
 def torch_resnet18(num_classes: int = 1000, seed: int = 0, width: int = 64) -> nn.Module:
-    """A ResNet-18 with random weights and non-trivial BatchNorm statistics, in eval mode."""
+    """A ResNet-18 with random weights and non-trivial BatchNorm statistics, in eval mode.
+
+    Convolutions are initialised as torchvision does (Kaiming normal, fan-out, ReLU gain).
+    This matters for the comparisons: with torch's default conv init the activations shrink
+    layer by layer (logits of order 0.1), and a float32 input gradient was 1.3e-3 away from
+    the float64 one, in torch and in JAX alike; with this init it is 8e-7."""
     torch.manual_seed(seed)
     model = ResNet18(num_classes, width)
     with torch.no_grad():
         for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)

@@ -24,12 +24,17 @@ def test_cpu_small_suite_runs_and_agrees_with_captum(tmp_path: Path) -> None:
     result = json.loads(result_file.read_text())
     assert {w["method"] for w in result["workloads"]} == {"ig", "smoothgrad", "occlusion"}
     for w in result["workloads"]:
-        assert set(w["rows"]) == {"xai-core (torch)", "xai-core (flax)", "captum (all)",
+        assert set(w["rows"]) == {"xai-core (torch)", "xai-core (flax)", "captum (best)",
                                   "captum (budget)", "floor (jax)", "floor (torch)"}
         ours = w["rows"]["xai-core (torch)"]
         assert ours["valid"] and ours["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
         assert w["rows"]["captum (budget)"]["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
         assert all(r["seconds"] > 0 and r["peak_mib"] > 0 for r in w["rows"].values())
+        tuning = w["captum_tuning"]
+        assert len(tuning) >= 3 and w["rows"]["captum (best)"]["internal_batch"] in map(int, tuning)
+        budget = w["rows"]["captum (budget)"]
+        if budget["fits_budget"]:
+            assert budget["added_mib"] <= ours["added_mib"]
     assert result["memory"]["chunked_temp_mib"] < result["memory"]["unchunked_temp_mib"]
     assert set(result["time_to_accuracy"]["rules"]) == {
         "riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre"}
