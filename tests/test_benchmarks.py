@@ -29,6 +29,9 @@ def test_cpu_small_suite_runs_and_agrees_with_captum(tmp_path: Path) -> None:
         ours = w["rows"]["xai-core (torch)"]
         assert ours["valid"] and ours["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
         assert w["rows"]["captum (budget)"]["max_rel_diff_vs_captum"] <= 1e-4, w["method"]
+        # Same computation: float64 agreement, up to Captum's own float32 casts (see float64_check).
+        assert w["float64_check"]["ours_vs_captum"] <= 1e-7, w["method"]
+        assert ours["max_rel_diff_vs_captum_float64"] == w["float64_check"]["ours_vs_captum"]
         assert all(r["seconds"] > 0 and r["peak_mib"] > 0 for r in w["rows"].values())
         tuning = w["captum_tuning"]
         assert len(tuning) >= 3 and w["rows"]["captum (best)"]["internal_batch"] in map(int, tuning)
