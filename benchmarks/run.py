@@ -18,9 +18,9 @@ Rows per workload:
   time apart from the steady-state median.
 - ``xai-core (flax)``: the same method on a ResNet-18 written in Flax (NHWC; own weights).
 - ``captum (best)`` / ``captum (budget)``: Captum's batch (``internal_batch_size``,
-  ``nt_samples_batch_size``, ``perturbations_per_eval``) is tuned over a quarter, half,
-  once and twice what xai-core's ``batch_size`` evaluates at once, and everything at
-  once (``captum_batches``). ``best`` is the fastest; ``budget`` is the fastest whose
+  ``nt_samples_batch_size``, ``perturbations_per_eval``) is tuned over 1/4 to 8 times
+  what xai-core's ``batch_size`` evaluates at once, and everything at once
+  (``captum_batches``). ``best`` is the fastest; ``budget`` is the fastest whose
   added memory is within xai-core's. Gradients run with autograd; occlusion
   runs under Captum's own ``torch.no_grad``.
 - ``floor (jax)`` / ``floor (torch)``: the N forward+backward passes (forwards only for
@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import xai_core as xc
-from xai_core.graph import channels_last
+from xai_core.graph import fast_kernels
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOL = 1e-4
@@ -93,8 +93,11 @@ SUITES = {
                        classes=10, ig_steps=16, sg_samples=8, window=8, stride=4,
                        scaling_steps=(8, 16), accuracy_steps=(4, 16), memory_steps=64,
                        repeats=1, batch_size=8, xla_flags=CPU_FLAGS),
+    # batch_size 2: on 2 CPU cores small chunks stay in cache (IG-64, 2 x 224x224, batch_size
+    # 1/2/4/8/32/64: 3.5/3.7-4.2/4.4-4.7/5.2/5.9/8.2 s; README.md); Captum is tuned around it.
     "cpu": Suite("cpu", width=64, size=224, images=2, occlusion_size=112, scaling_size=112,
-                 scaling_steps=(16, 64, 256, 512), accuracy_steps=(16, 64, 256), xla_flags=CPU_FLAGS),
+                 scaling_steps=(16, 64, 256, 512), accuracy_steps=(16, 64, 256), batch_size=2,
+                 xla_flags=CPU_FLAGS),
     "gpu": Suite("gpu", width=64, size=224, images=8, occlusion_size=224, scaling_size=224, repeats=5),
 }
 
@@ -226,10 +229,10 @@ def _floor_jax(score_of: Callable[[jax.Array], Callable], n: int, batch_size: in
                backward: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """N evaluations (gradients, or forwards only) of each example, ``batch_size`` at a time.
 
-    Convolutions, the backward ones included, run channels-last as in xai-core's loops
-    (see ``xai_core/_chunking.py``); without it this loop would be 2x slower than it can be."""
+    Convolutions (backward ones included) and pooling gradients are rewritten as in xai-core's
+    loops (:func:`xai_core.graph.fast_kernels`); without them this loop would be 2x slower."""
     def one(x: jax.Array, t: jax.Array) -> jax.Array:
-        f = channels_last(jax.grad(score_of(t)) if backward else score_of(t))
+        f = fast_kernels(jax.grad(score_of(t)) if backward else score_of(t))
         copies = jnp.broadcast_to(x, (n, *x.shape))
         return jnp.sum(jax.lax.map(f, copies, batch_size=batch_size), axis=0)
     return jax.vmap(one)
@@ -386,10 +389,11 @@ def float64_check(net: Any, xs_t: Any, xs: jax.Array, ours: Callable[[Any, jax.A
 
 
 def captum_batches(budget: int, full: int) -> list[int]:
-    """Captum batch sizes tried (its units): a quarter, half, once and twice our budget, and
+    """Captum batch sizes tried (its units): 1/4, 1/2, 1, 2, 4 and 8 times our budget, and
     everything at once. ``captum (best)`` is the fastest; ``captum (budget)`` the fastest whose
     added memory (peak less what was in use before) is within ours (the smallest if none is)."""
-    return sorted({min(max(1, k), full) for k in (budget // 4, budget // 2, budget, 2 * budget, full)})
+    return sorted({min(max(1, k), full) for k in (budget // 4, budget // 2, budget, 2 * budget,
+                                                   4 * budget, 8 * budget, full)})
 
 
 def _fixed_noise(z: Any, batch_samples: int, images: int, n: int) -> Callable[[Any, Any], Any]:
@@ -433,8 +437,9 @@ def scaling(setup: Setup, captum_batch: int) -> dict[str, Any]:
 
 def memory(setup: Setup) -> dict[str, Any]:
     """IG with many steps on one image: XLA's temporary memory unchunked (compiled only)
-    against chunked at ``batch_size`` (also run); and what chunking costs at IG-64."""
-    s = setup.suite
+    against chunked at the default ``batch_size`` (also run); and what chunking costs at
+    IG-64, at the default and at the suite's ``batch_size``."""
+    s, default = setup.suite, xc.DEFAULT_BATCH_SIZE
     _, xs, ts, _ = setup.inputs(s.size, 1)
     x, score = xs[0], setup.model(s.size).score(int(ts[0]))
 
@@ -445,17 +450,19 @@ def memory(setup: Setup) -> dict[str, Any]:
         return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
     unchunked = temp_mib(ig(s.memory_steps, None))
-    chunked = ig(s.memory_steps, s.batch_size)
+    chunked = ig(s.memory_steps, default)
     run = measure(lambda: ((lambda: np.asarray(chunked(x))), 0.0), 0)
     cost = {bs: measure(lambda bs=bs: jitted(xc.integrated_gradients(
         score, steps=s.ig_steps, batch_size=bs), x), s.repeats)["seconds"]
-        for bs in (None, s.batch_size)}
-    return {"steps": s.memory_steps, "batch_size": s.batch_size,
+        for bs in (None, default, s.batch_size)}
+    return {"steps": s.memory_steps, "batch_size": default,
             "unchunked_temp_mib": unchunked, "chunked_temp_mib": temp_mib(chunked),
             "chunked_peak_mib": run["peak_mib"], "chunked_seconds": run["first_call"],
             f"ig{s.ig_steps}_unchunked_seconds": cost[None],
-            f"ig{s.ig_steps}_chunked_seconds": cost[s.batch_size],
-            "chunking_time_ratio": cost[s.batch_size] / cost[None]}
+            f"ig{s.ig_steps}_chunked_seconds": cost[default],
+            "chunking_time_ratio": cost[default] / cost[None],
+            "suite_batch_size": s.batch_size,
+            "suite_batch_time_ratio": cost[s.batch_size] / cost[None]}
 
 
 def time_to_accuracy(setup: Setup) -> dict[str, Any]:
@@ -547,8 +554,9 @@ def markdown(result: dict[str, Any]) -> str:
               f"{mem['unchunked_temp_mib']:.0f} MiB unchunked (compiled only) against "
               f"{mem['chunked_temp_mib']:.0f} MiB chunked at batch_size {mem['batch_size']}; the "
               f"chunked run peaked at {mem['chunked_peak_mib']:.0f} MiB and took "
-              f"{mem['chunked_seconds']:.1f} s. Chunking costs {mem['chunking_time_ratio']:.2f}x "
-              f"the unchunked time at IG-{s['ig_steps']}.", ""]
+              f"{mem['chunked_seconds']:.1f} s. At IG-{s['ig_steps']}, chunking costs "
+              f"{mem['chunking_time_ratio']:.2f}x the unchunked time at batch_size {mem['batch_size']}, "
+              f"{mem['suite_batch_time_ratio']:.2f}x at the suite's {mem['suite_batch_size']}.", ""]
     acc = result["time_to_accuracy"]
     steps = s["accuracy_steps"]
     lines += [f"## Time to accuracy (IG, one {acc['size']}x{acc['size']} image)", "",

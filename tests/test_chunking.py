@@ -62,6 +62,18 @@ def test_every_convolution_in_the_chunk_body_runs_channels_last(batch_size: int 
     np.testing.assert_allclose(chunked_sum(term, 5, batch_size), expected, rtol=1e-5)
 
 
+def test_max_pool_gradients_in_the_chunk_body_are_dense() -> None:
+    # XLA:CPU's select_and_scatter (max pooling's gradient) is replaced by elementwise work.
+    pool = lambda x: jnp.sum(jax.lax.reduce_window(  # noqa: E731
+        jnp.maximum(x, 0), -jnp.inf, jax.lax.max, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))) ** 2)
+    x = jax.random.normal(jax.random.key(2), (2, 7, 7))
+    term = lambda i: jax.grad(pool)(x * (i - 1.0))  # noqa: E731  (i = 1: all zeros, every window ties)
+    jaxpr = jax.make_jaxpr(lambda: chunked_sum(term, 5, 2))().jaxpr
+    assert "select_and_scatter_add" not in str(jaxpr)
+    expected = sum(term(i) for i in range(5))
+    np.testing.assert_allclose(chunked_sum(term, 5, 2), expected, rtol=1e-6)
+
+
 def test_chunked_sum_keeps_forward_and_reverse_derivatives() -> None:
     # The channels-last rewrite re-traces the chunk body; derivatives through it stay exact.
     w = jax.random.normal(jax.random.key(0), (2, 3, 3, 3))

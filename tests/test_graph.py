@@ -320,3 +320,55 @@ def test_channels_last_keeps_values_and_gradients_and_runs_convolutions_nhwc(gro
     lhs, rhs, out = conv.params["dimension_numbers"]
     assert (lhs, rhs, out) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # NHWC, HWIO, NHWC
     assert [layer.name for layer in graph.layers(closed)] == ["conv"]
+
+
+# ------------------------------------------------------------------ fast_kernels
+
+def _primitives(fn, *args) -> set[str]:
+    return {e.primitive.name for e in jax.make_jaxpr(fn)(*args).eqns}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), (1, 1)),   # ResNet's stem pool
+                                                     ((2, 2), (2, 2), (0, 0)),   # no overlap
+                                                     ((3, 2), (1, 2), (0, 1))])  # overlap, uneven
+def test_fast_kernels_max_pool_gradient_matches_select_and_scatter(layout, window, stride, padding) -> None:
+    rng = np.random.default_rng(5)
+    shape = (2, 3, 9, 8) if layout == "NCHW" else (2, 9, 8, 3)
+    # ReLU outputs and rounded values: many windows tie (all zeros, or repeated maxima), and the
+    # first maximum in window order must get the gradient, as XLA's select and torch's pool do.
+    x = jnp.asarray(np.round(np.maximum(rng.normal(size=shape), 0), 1).astype(np.float32))
+    spatial = (2, 3) if layout == "NCHW" else (1, 2)
+    dims, strides, pads = [1] * 4, [1] * 4, [(0, 0)] * 4
+    for axis, w, s, p in zip(spatial, window, stride, padding):
+        dims[axis], strides[axis], pads[axis] = w, s, (p, p)
+
+    def pool(x, sign=1.0):
+        y = sign * jax.lax.reduce_window(sign * x, -jnp.inf, jax.lax.max, dims, strides, pads)
+        return jnp.sum(y * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))  # distinct cotangents
+
+    for sign in (1.0, -1.0):  # max pooling, and min pooling written through it
+        grad = jax.grad(pool)
+        assert "select_and_scatter_add" in _primitives(grad, x, sign)
+        fast = graph.fast_kernels(grad)
+        assert "select_and_scatter_add" not in _primitives(fast, x, sign)
+        np.testing.assert_allclose(fast(x, sign), grad(x, sign), rtol=1e-6)
+        np.testing.assert_allclose(jax.jit(fast)(x, sign), grad(x, sign), rtol=1e-6)
+
+
+def test_fast_kernels_min_select_and_nested_transforms() -> None:
+    # A `le` select (min pooling's gradient), under vmap and under a second derivative.
+    from jax._src.lax.windowed_reductions import _select_and_scatter_add
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(np.round(rng.normal(size=(3, 7, 6)), 1).astype(np.float32))
+    src = jnp.asarray(rng.normal(size=(3, 3, 3)).astype(np.float32))
+
+    def scatter(s, x):
+        return _select_and_scatter_add(s, x, jax.lax.le_p, (1, 3, 2), (1, 2, 2), ((0, 0), (0, 1), (0, 0)))
+
+    fast = graph.fast_kernels(scatter)
+    np.testing.assert_allclose(fast(src, x), scatter(src, x), rtol=1e-6)
+    batched = (src[:, None], x[:, None])
+    np.testing.assert_allclose(jax.vmap(fast)(*batched), jax.vmap(scatter)(*batched), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda s: jnp.sum(fast(s, x) ** 2))(src),
+                               jax.grad(lambda s: jnp.sum(scatter(s, x) ** 2))(src), rtol=1e-6)

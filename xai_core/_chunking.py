@@ -5,8 +5,9 @@ multiply the batch the model sees. ``chunked_sum`` vmaps a term over one chunk o
 ``lax.scan``s over chunks, so peak memory is that of ``batch_size`` evaluations, and the whole
 reduction is still one compiled program.
 
-The chunk body is the already-differentiated program, and every convolution in it, the
-backward ones included, is computed channels-last (:func:`xai_core.graph.channels_last`).
+The chunk body is the already-differentiated program, run through
+:func:`xai_core.graph.fast_kernels`: every convolution in it, the backward ones included,
+is computed channels-last, and max-pooling gradients as dense elementwise work.
 Backward convolutions come out of JAX's transpose rule with the kernel's in/out features
 swapped (``01oi``). In a straight-line program XLA:CPU folds that swap into the
 constant weights, but inside the ``lax.scan`` the weights are loop operands, and the
@@ -24,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core.graph import channels_last
+from xai_core.graph import fast_kernels
 
 DEFAULT_BATCH_SIZE = 32
 """Default number of steps / samples / patches evaluated at once (``None`` means all at once)."""
@@ -43,8 +44,6 @@ def chunked_sum(term: Callable[[jax.Array], Any], n: int, batch_size: int | None
     accumulated in at least float32. ``batch_size=None`` (or ``>= n``) evaluates all ``n`` at once.
 
     >>> import jax.numpy as jnp
-
-from xai_core.graph import channels_last
     >>> float(chunked_sum(lambda i: jnp.float32(i), 10, batch_size=3))
     45.0
     """
@@ -53,7 +52,7 @@ from xai_core.graph import channels_last
     def cast(tree: Any) -> Any:
         return jax.tree.map(lambda a: a.astype(accumulation_dtype(a.dtype)), tree)
 
-    batch = channels_last(jax.vmap(term))
+    batch = fast_kernels(jax.vmap(term))
     if batch_size is None or batch_size >= n:
         return jax.tree.map(lambda a: a.sum(0), cast(batch(jnp.arange(n))))
     n_chunks = math.ceil(n / batch_size)

@@ -36,11 +36,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Sequence
+import itertools
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from jax.extend import source_info_util
@@ -61,6 +63,7 @@ __all__ = [
     "Split",
     "split",
     "channels_last",
+    "fast_kernels",
 ]
 
 #: Names of ``jit`` calls that :func:`trace` leaves as calls (not inlined), so the
@@ -150,11 +153,17 @@ def _read(env: dict, v: Any) -> Any:
     return v.val if isinstance(v, Literal) else env[v]
 
 
+#: A replacement for one primitive: called with the equation and its input values,
+#: returns its (single) output value.
+Rule = Callable[..., Any]
+
+
 def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
                inline: bool, keep: Collection[str] = KEEP_CALLS,
-               channels_last: bool = False) -> list[Any]:
+               rules: Mapping[str, Rule] | None = None) -> list[Any]:
     """Evaluate ``jaxpr``; with ``inline``, evaluate jit bodies instead of binding them;
-    with ``channels_last``, compute convolutions NHWC (:func:`channels_last`)."""
+    ``rules`` computes the primitives it names its own way (:func:`fast_kernels`)."""
+    rules = rules or {}
     env: dict = {}
     for v, x in zip(jaxpr.constvars, consts):
         env[v] = x
@@ -163,11 +172,12 @@ def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
         body = _inner(eqn) if inline and eqn.primitive.name in _INLINE_CALLS else None
-        if channels_last and eqn.primitive.name == "conv_general_dilated":
-            outvals = [_conv_channels_last(eqn, *invals)]
+        rule = rules.get(eqn.primitive.name)
+        if rule is not None:
+            outvals = [rule(eqn, *invals)]
         elif body is not None and _call_name(eqn) not in keep:
             outvals = _interpret(body.jaxpr, body.consts, invals, inline=True, keep=keep,
-                                 channels_last=channels_last)
+                                 rules=rules)
         else:
             outvals = _bind(eqn, invals)
         for v, x in zip(eqn.outvars, outvals):
@@ -878,6 +888,54 @@ def _conv_channels_last(eqn: JaxprEqn, lhs: Any, rhs: Any) -> Any:
     return jax.lax.transpose(out, tuple(np.argsort(to_last(out_spec))))
 
 
+def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> Any:
+    """The gradient of max (min) pooling, ``select_and_scatter_add``, as dense elementwise work.
+
+    Each output cell's window is read as ``k`` strided slices of the padded operand (one per
+    window offset, row-major); a running comparison keeps the first maximum's offset, as
+    XLA's ``ge`` select does (and torch's max pooling); each offset's share of ``source``
+    is then placed back with an interior-padded ``lax.pad``, and the ``k`` shares summed.
+    Equal to the primitive up to the order of additions where windows overlap. XLA:CPU ran
+    the primitive 4.5x slower than this (ResNet-18's 3x3/2 pool on 8x112x112x64: 103 ms
+    against 23 ms; torch's forward and backward take 24 ms).
+    """
+    p = eqn.params
+    first = {"ge": lambda v, best: v > best, "le": lambda v, best: v < best}.get(p["select_prim"].name)
+    if first is None or any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
+        return _bind(eqn, [source, operand])[0]
+    fill = -jnp.inf if p["select_prim"].name == "ge" else jnp.inf
+    padded = jax.lax.pad(operand, jnp.asarray(fill, operand.dtype), [(lo, hi, 0) for lo, hi in p["padding"]])
+    strides = p["window_strides"]
+    offsets = list(itertools.product(*(range(w) for w in p["window_dimensions"])))
+    reach = [(n - 1) * s + 1 for n, s in zip(source.shape, strides)]  # extent one offset covers
+
+    def view(offset: tuple[int, ...]) -> Any:
+        return jax.lax.slice(padded, offset, [o + r for o, r in zip(offset, reach)], strides)
+
+    best, pick = view(offsets[0]), jnp.zeros(source.shape, jnp.int32)
+    for k, offset in enumerate(offsets[1:], 1):
+        v = view(offset)
+        take = first(v, best)
+        best, pick = jnp.where(take, v, best), jnp.where(take, k, pick)
+    zero = jnp.zeros((), source.dtype)
+    total = sum(jax.lax.pad(jnp.where(pick == k, source, zero), zero,
+                            [(o, size - o - r, s - 1) for o, r, s, size in zip(offset, reach, strides, padded.shape)])
+                for k, offset in enumerate(offsets))
+    return jax.lax.slice(total, [lo for lo, _ in p["padding"]],
+                         [lo + n for (lo, _), n in zip(p["padding"], operand.shape)])
+
+
+def _rewritten(fn: Callable[..., Any], rules: Mapping[str, Rule]) -> Callable[..., Any]:
+    """``fn`` traced to a jaxpr and evaluated with ``rules`` (see :func:`_interpret`)."""
+    def wrapped(*args: Any) -> Any:
+        specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), jax.numpy.result_type(a)), args)
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        outs = _interpret(closed.jaxpr, closed.consts, jax.tree.leaves(args), inline=True, rules=rules)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return wrapped
+
+
 def channels_last(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with every convolution computed in channels-last (NHWC) order.
 
@@ -896,12 +954,26 @@ def channels_last(fn: Callable[..., Any]) -> Callable[..., Any]:
         >>> bool(jnp.allclose(channels_last(conv)(x, w), conv(x, w)))
         True
     """
-    def wrapped(*args: Any) -> Any:
-        specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), jax.numpy.result_type(a)), args)
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
-        outs = _interpret(closed.jaxpr, closed.consts, jax.tree.leaves(args), inline=True,
-                          channels_last=True)
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+    return _rewritten(fn, {"conv_general_dilated": _conv_channels_last})
 
-    return wrapped
+
+def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with convolutions channels-last (:func:`channels_last`) and max / min pooling
+    gradients computed as dense elementwise work instead of XLA's ``select_and_scatter``.
+
+    Same values and gradients (pooling gradients up to the order of additions where
+    windows overlap). Chunked methods run their differentiated chunk body through it
+    (``xai_core/_chunking.py``). The pooling gradient was XLA:CPU's slowest kernel in a
+    ResNet-18 backward pass: 4.5x slower than the dense form, 4.8x slower than torch's.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from xai_core.graph import fast_kernels
+        >>> pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), (2, 2), "VALID").sum()
+        >>> x = jnp.arange(16.0).reshape(4, 4)
+        >>> bool(jnp.array_equal(fast_kernels(jax.grad(pool))(x), jax.grad(pool)(x)))
+        True
+    """
+    return _rewritten(fn, {"conv_general_dilated": _conv_channels_last,
+                           "select_and_scatter_add": _select_and_scatter_add_dense})
 
