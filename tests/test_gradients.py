@@ -25,6 +25,26 @@ def test_gradient_x_input_of_linear_score_sums_to_score() -> None:
     np.testing.assert_allclose(a.sum(), w @ x, rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", [xc.gradient, xc.gradient_x_input])
+def test_gradients_of_a_pooling_cnn_run_fast_kernels_and_equal_jax_grad(method) -> None:
+    # NCHW conv -> ReLU -> 3x3/2 max pool: the gradient is jax.grad's, computed with
+    # channels-last convolutions and no select_and_scatter (xai_core.graph.fast_kernels).
+    w = jax.random.normal(jax.random.key(0), (4, 3, 3, 3))
+
+    def score(x):
+        h = jax.nn.relu(jax.lax.conv(x[None], w, (1, 1), "SAME"))
+        return jnp.sum(jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 3, 3), (1, 1, 2, 2),
+                                             ((0, 0), (0, 0), (1, 1), (1, 1))) ** 2)
+
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8))
+    expected = jax.grad(score)(x) * (x if method is xc.gradient_x_input else 1)
+    np.testing.assert_allclose(method(score)(x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.vmap(method(score)))(x[None]), expected[None], rtol=1e-5, atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(method(score))(x))
+    assert "select_and_scatter_add" not in jaxpr and "conv_general_dilated" in jaxpr
+    assert "select_and_scatter_add" in str(jax.make_jaxpr(jax.grad(score))(x))
+
+
 @pytest.mark.parametrize("rule", xc.RULES)
 def test_path_rule_weights_sum_to_one_and_points_lie_in_unit_interval(rule: str) -> None:
     alphas, weights = xc.path_rule(rule, 16)

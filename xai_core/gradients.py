@@ -2,6 +2,8 @@
 
 Each function takes a ``score_fn(x) -> scalar`` for ONE example and returns an attribution
 function ``fn(x) -> attribution`` with ``x``'s shape and dtype. Batches go through ``jax.vmap``.
+Gradients run through :func:`xai_core.graph.fast_kernels` (channels-last convolutions, dense
+max-pooling gradients), as chunked methods do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from xai_core._checks import (
     checked_score,
 )
 from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core.graph import fast_kernels
 
 AttributionFn = Callable[[jax.Array], jax.Array]
 
@@ -39,10 +42,10 @@ def gradient(score_fn: ScoreFn) -> AttributionFn:
     >>> xc.gradient(lambda x: jnp.sum(3.0 * x))(jnp.ones(2))
     Array([3., 3.], dtype=float32)
     """
-    score = checked_score(score_fn, "gradient")
+    grad = fast_kernels(jax.grad(checked_score(score_fn, "gradient")))
 
     def attribution(x: jax.Array) -> jax.Array:
-        return jax.grad(score)(check_input(x, "gradient"))
+        return grad(check_input(x, "gradient"))
 
     return attribution
 
@@ -57,11 +60,11 @@ def gradient_x_input(score_fn: ScoreFn) -> AttributionFn:
     >>> xc.gradient_x_input(lambda x: jnp.sum(3.0 * x))(jnp.array([1.0, 2.0]))
     Array([3., 6.], dtype=float32)
     """
-    score = checked_score(score_fn, "gradient_x_input")
+    grad = fast_kernels(jax.grad(checked_score(score_fn, "gradient_x_input")))
 
     def attribution(x: jax.Array) -> jax.Array:
         x = check_input(x, "gradient_x_input")
-        return x * jax.grad(score)(x)
+        return x * grad(x)
 
     return attribution
 
