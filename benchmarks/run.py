@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -79,6 +80,7 @@ class Suite:
     memory_steps: int = 512
     repeats: int = 3
     batch_size: int = xc.DEFAULT_BATCH_SIZE
+    occlusion_batch_size: int | None = None  # forwards only keep no activations: None = batch_size
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     xla_flags: str = ""          # added to XLA_FLAGS by main(), before JAX starts
 
@@ -94,10 +96,12 @@ SUITES = {
                        scaling_steps=(8, 16), accuracy_steps=(4, 16), memory_steps=64,
                        repeats=1, batch_size=8, xla_flags=CPU_FLAGS),
     # batch_size 2: on 2 CPU cores small chunks stay in cache (IG-64, 2 x 224x224, batch_size
-    # 1/2/4/8/32/64: 3.5/3.7-4.2/4.4-4.7/5.2/5.9/8.2 s; README.md); Captum is tuned around it.
+    # 1/2/4/8/32/64: 3.5/3.7-4.2/4.4-4.7/5.2/5.9/8.2 s on an EPYC; 2/4/8: 7.3/7.0/7.1 s on a
+    # Xeon; README.md); Captum is tuned around it. Occlusion (forwards only) at 8: batch 2 ran
+    # 2.2 s against 1.9 s at 4-16 (5.0 against 2.1-2.2 s for the Flax model), 2 x 112x112.
     "cpu": Suite("cpu", width=64, size=224, images=2, occlusion_size=112, scaling_size=112,
                  scaling_steps=(16, 64, 256, 512), accuracy_steps=(16, 64, 256), batch_size=2,
-                 xla_flags=CPU_FLAGS),
+                 occlusion_batch_size=8, xla_flags=CPU_FLAGS),
     "gpu": Suite("gpu", width=64, size=224, images=8, occlusion_size=224, scaling_size=224, repeats=5),
 }
 
@@ -304,7 +308,7 @@ def workload(setup: Setup, method: str, size: int, n: int, **options: Any) -> di
             return call
         backward, n_evals, budget, full = True, n, b, n  # Captum counts samples per example
     elif method == "occlusion":
-        w, st = s.window, s.stride
+        w, st, b = s.window, s.stride, s.occlusion_batch_size or b
         n = n_evals = (1 + -(-(size - w) // st)) ** 2
 
         def ours(m: Any, xs: jax.Array) -> tuple[Callable, tuple]:
@@ -467,25 +471,48 @@ def memory(setup: Setup) -> dict[str, Any]:
 
 def time_to_accuracy(setup: Setup) -> dict[str, Any]:
     """Seconds and IG convergence delta (relative to f(x) - f(0)) per rule and step count,
-    on one image at ``scaling_size``; Captum's default (Gauss-Legendre, 50 steps) beside it."""
+    on one image at ``scaling_size``; Captum's default (Gauss-Legendre, 50 steps) beside it.
+
+    Seconds are float32 runs. The delta is the rule's quadrature error, so it is measured on
+    the same IG in float64 (a float64 copy of the net): in float32, rounding through ResNet-18
+    alone leaves a delta near 1e-3 whatever the rule, which would hide what steps buy.
+    ``delta_float32`` keeps the float32 run's own delta."""
+    import copy
+
+    import torch
     from captum.attr import IntegratedGradients
+
+    from xai_core.adapters import from_torch
     s = setup.suite
     xs_t, xs, ts, targets = setup.inputs(s.scaling_size, 1)
-    m = setup.model(s.scaling_size)
-    x, score = xs[0], m.score(int(ts[0]))
-    change = float(score(x) - score(jnp.zeros_like(x)))
+    x, score = xs[0], setup.model(s.scaling_size).score(int(ts[0]))
+    net64 = copy.deepcopy(setup.net).double()
+    with jax.enable_x64(True):
+        x64 = x.astype(jnp.float64)
+        score64 = from_torch(net64.cpu(), torch.zeros(1, *x.shape, dtype=torch.float64)).score(int(ts[0]))
+        change = float(score64(x64) - score64(jnp.zeros_like(x64)))
+    net64.to(setup.device)
+
+    def delta(attribution: Any, fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> float:
+        return abs(float(xc.completeness_gap(fn, x, jnp.asarray(attribution))) / change)
+
     table: dict[str, dict[str, Any]] = {}
     for rule in xc.RULES:
         table[rule] = {}
         for n in s.accuracy_steps:
             fn = xc.integrated_gradients(score, steps=n, rule=rule, batch_size=s.batch_size)
             r = measure(lambda fn=fn: jitted(fn, x), 1)
-            gap = float(xc.completeness_gap(score, x, jnp.asarray(r["out"])))
-            table[rule][n] = {"seconds": r["seconds"], "delta": abs(gap / change)}
+            with jax.enable_x64(True):
+                a64 = jax.jit(xc.integrated_gradients(score64, steps=n, rule=rule, batch_size=s.batch_size))(x64)
+                table[rule][n] = {"seconds": r["seconds"], "delta": delta(a64, score64, x64),
+                                  "delta_float32": delta(r["out"], score, x)}
+    ig = IntegratedGradients(setup.net)
     t = time.perf_counter()
-    _, delta = IntegratedGradients(setup.net).attribute(xs_t, target=targets, n_steps=50,
-                                                        return_convergence_delta=True)
-    captum = {"seconds": time.perf_counter() - t, "delta": abs(float(delta[0]) / change)}
+    ig.attribute(xs_t, target=targets, n_steps=50)
+    seconds = time.perf_counter() - t
+    _, delta64 = IntegratedGradients(net64).attribute(xs_t.double(), target=targets, n_steps=50,
+                                                      return_convergence_delta=True)
+    captum = {"seconds": seconds, "delta": abs(float(delta64[0]) / change)}
     reached = {rule: next((v["seconds"] for v in rows.values() if v["delta"] <= 1e-3), None)
                for rule, rows in table.items()}
     return {"size": s.scaling_size, "score_change": change, "rules": table,
@@ -512,9 +539,13 @@ def machine() -> dict[str, Any]:
 
 
 def machine_tag(info: dict[str, Any]) -> str:
+    """The results files' suffix: the GPU (``h100``), or the CPU family and core count
+    (``epyc2``, ``xeon2``), so results from different machines sit side by side."""
     if info["gpu"]:
         return info["gpu"].replace("NVIDIA ", "").split()[0].lower()
-    return f"cpu{info['cores']}"
+    words = [w for w in re.sub(r"\(.*?\)", "", info["cpu"]).split()
+             if w.lower() not in ("amd", "intel", "processor", "cpu")]
+    return f"{words[0].lower() if words else 'cpu'}{info['cores']}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -559,8 +590,11 @@ def markdown(result: dict[str, Any]) -> str:
               f"{mem['suite_batch_time_ratio']:.2f}x at the suite's {mem['suite_batch_size']}.", ""]
     acc = result["time_to_accuracy"]
     steps = s["accuracy_steps"]
+    f32 = [v["delta_float32"] for rows in acc["rules"].values() for v in rows.values()]
     lines += [f"## Time to accuracy (IG, one {acc['size']}x{acc['size']} image)", "",
-              "Relative convergence delta |sum(a) - (f(x) - f(0))| / |f(x) - f(0)| and seconds.", "",
+              "Relative convergence delta |sum(a) - (f(x) - f(0))| / |f(x) - f(0)| of the same IG in "
+              "float64 (the rule's error), and seconds of the float32 run. The float32 runs' own "
+              f"deltas range {min(f32):.1e} to {max(f32):.1e}.", "",
               "| rule | " + " | ".join(f"{n} steps" for n in steps) + " | s to 1e-3 |",
               "|---|" + "---:|" * (len(steps) + 1)]
     for rule, rows in acc["rules"].items():

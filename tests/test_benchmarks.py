@@ -6,6 +6,7 @@ Never asserts a time: speed lives in benchmarks/results/.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def test_cpu_small_suite_runs_and_agrees_with_captum(tmp_path: Path) -> None:
     assert result["memory"]["chunked_temp_mib"] < result["memory"]["unchunked_temp_mib"]
     assert set(result["time_to_accuracy"]["rules"]) == {
         "riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre"}
+    for rows in result["time_to_accuracy"]["rules"].values():  # float64 delta, and float32's
+        assert all(math.isfinite(v["delta"]) and math.isfinite(v["delta_float32"]) for v in rows.values())
     assert result["machine"]["versions"]["torch"]
     assert result_file.with_suffix(".md").read_text().startswith("# Suite `cpu-small`")
     assert result_file.with_suffix(".png").stat().st_size > 1000
