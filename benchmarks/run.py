@@ -1,7 +1,7 @@
 """Attribution benchmarks: xai-core against Captum and against the floor, in one process.
 
     python -m benchmarks.run --suite cpu-small   # a tiny ResNet, seconds; CI runs it as a smoke test
-    python -m benchmarks.run --suite cpu         # ResNet-18, about 30 minutes on 2 cores
+    python -m benchmarks.run --suite cpu         # ResNet-18, 30-75 minutes on 2 cores
     python -m benchmarks.run --suite gpu         # ResNet-18, 8 images, on a CUDA machine
 
 Writes ``benchmarks/results/<suite>-<machine>.json``, a markdown table (``.md``) and a
@@ -96,7 +96,7 @@ SUITES = {
                        scaling_steps=(8, 16), accuracy_steps=(4, 16), memory_steps=64,
                        repeats=1, batch_size=8, xla_flags=CPU_FLAGS),
     # batch_size 2: on 2 CPU cores small chunks stay in cache (IG-64, 2 x 224x224, batch_size
-    # 1/2/4/8/32/64: 3.5/3.7-4.2/4.4-4.7/5.2/5.9/8.2 s on an EPYC; 2/4/8: 7.3/7.0/7.1 s on a
+    # 1/2/4/8/32: 3.5/3.7-4.2/4.4-4.7/5.2/5.9 s on an EPYC; 2/4/8: 7.3/7.0/7.1 s on a
     # Xeon; README.md); Captum is tuned around it. Occlusion (forwards only) at 8: batch 2 ran
     # 2.2 s against 1.9 s at 4-16 (5.0 against 2.1-2.2 s for the Flax model), 2 x 112x112.
     "cpu": Suite("cpu", width=64, size=224, images=2, occlusion_size=112, scaling_size=112,
@@ -474,9 +474,9 @@ def time_to_accuracy(setup: Setup) -> dict[str, Any]:
     on one image at ``scaling_size``; Captum's default (Gauss-Legendre, 50 steps) beside it.
 
     Seconds are float32 runs. The delta is the rule's quadrature error, so it is measured on
-    the same IG in float64 (a float64 copy of the net): in float32, rounding through ResNet-18
-    alone leaves a delta near 1e-3 whatever the rule, which would hide what steps buy.
-    ``delta_float32`` keeps the float32 run's own delta."""
+    the same IG in float64 (a float64 copy of the net), where rounding does not enter (on
+    ResNet-18 at 112x112, float32 moved it by up to 1.3e-4). ``delta_float32`` keeps the
+    float32 run's own delta."""
     import copy
 
     import torch
@@ -494,7 +494,8 @@ def time_to_accuracy(setup: Setup) -> dict[str, Any]:
     net64.to(setup.device)
 
     def delta(attribution: Any, fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> float:
-        return abs(float(xc.completeness_gap(fn, x, jnp.asarray(attribution))) / change)
+        gap = jax.jit(lambda a: xc.completeness_gap(fn, x, a))(jnp.asarray(attribution))
+        return abs(float(gap) / change)
 
     table: dict[str, dict[str, Any]] = {}
     for rule in xc.RULES:
