@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -62,6 +63,28 @@ def test_regular_install_imports_the_adapters(wheel: Path, tmp_path: Path) -> No
         env={"PYTHONPATH": str(target)},
     )
     assert Path(where) == target / "xai_core" / "adapters" / "__init__.py"
+
+
+def test_checkout_imports_its_adapters_beside_a_regular_install(wheel: Path, tmp_path: Path) -> None:
+    """From the repository root Python imports the source tree's `xai_core`, not the installed
+    one (`pip install . && python -m xai_core.demo`); its `adapters` must import there too."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    # -S: no .pth files, so an editable install of this checkout (the test command's) cannot
+    # map the adapters folder; the site-packages stay importable through PYTHONPATH.
+    path = os.pathsep.join([str(target), *site.getsitepackages()])
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import xai_core, xai_core.adapters as a; from xai_core.adapters "
+         "import from_flax; print(xai_core.__file__); print(a.__file__)"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    where = result.stdout.strip()
+    assert [Path(p) for p in where.splitlines()] == [REPO / "xai_core" / "__init__.py", REPO / "adapters" / "__init__.py"]
 
 
 def test_editable_install_maps_the_adapters_folder(tmp_path: Path) -> None:

@@ -9,7 +9,17 @@ Importing this package loads only jax, numpy and pillow; framework adapters live
 ``xai_core.adapters`` and import their framework lazily.
 """
 
-from xai_core._chunking import DEFAULT_BATCH_SIZE
+from pathlib import Path as _Path
+
+# In a source checkout the adapters sit beside this folder (`adapters/`, which an installed
+# wheel ships inside it as `xai_core.adapters`, pyproject's package-dir); so that the checkout
+# imports them too (`python -m xai_core.demo` from the repository root), look there as well.
+_checkout = _Path(__file__).resolve().parent.parent
+if not (_Path(__file__).parent / "adapters").is_dir() and (_checkout / "adapters" / "__init__.py").is_file():
+    __path__.append(str(_checkout))  # noqa: F821 - every package has __path__
+del _Path, _checkout
+
+from xai_core._chunking import DEFAULT_BATCH_SIZE  # noqa: E402
 from xai_core.gradients import (
     RULES,
     completeness_gap,
