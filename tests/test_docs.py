@@ -20,6 +20,8 @@ MODULES = [
     "xai_core.graph",
     "xai_core.data",
     "xai_core.viz",
+    "xai_core.viz.images",
+    "xai_core.viz.text",
     "xai_core.metrics",
     "xai_core.adapters",
     "xai_core.adapters._base",

@@ -1,4 +1,4 @@
-"""Pictures of attribution maps, with pillow and numpy only.
+"""Pictures of image attribution maps (``heatmap``, ``overlay``, ``save_grid``), pillow and numpy only.
 
 Signed maps keep positive and negative evidence apart (DESIGN lesson 5): a diverging
 colour map, blue for negative, white at zero, red for positive. ``mode="abs"`` shows
@@ -153,7 +153,7 @@ def save_grid(
 
     (h, w), pad = sizes.pop(), 4
     h, w = h * scale, w * scale
-    font = ImageFont.load_default()
+    font = _font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = max((_text_size(measure, t, font)[0] for t in row_titles or ()), default=-pad) + pad
     top = max((_text_size(measure, t, font)[1] for t in col_titles or ()), default=-pad) + pad
@@ -247,3 +247,13 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) 
     """Width and height in pixels of ``text`` drawn with ``font``."""
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
     return int(x1 - x0), int(y1)
+
+
+def _font(size: int | None = None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's default font; ``size`` pixels tall where pillow can scale it (pillow >= 10.1)."""
+    if size is None:
+        return ImageFont.load_default()
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Older pillow: one bitmap size only.
+        return ImageFont.load_default()
