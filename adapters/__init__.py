@@ -17,13 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._base import OUTPUTS, Model, ProbabilityOutputWarning
+from ._text import TextModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flax import from_flax
     from .keras import from_keras
     from .torch import from_torch
 
-__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "from_flax", "from_keras", "from_torch"]
+__all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "TextModel", "from_flax", "from_keras", "from_torch"]
 
 # Adapter functions, loaded lazily: name -> submodule of this package.
 _LAZY = {"from_flax": ".flax", "from_keras": ".keras", "from_torch": ".torch"}

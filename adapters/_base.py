@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import jax
@@ -30,6 +30,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr
 
 from xai_core import graph
+from xai_core.inputs import Fixed
 
 __all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "mark_batch_of_one"]
 
@@ -45,9 +46,27 @@ class ProbabilityOutputWarning(UserWarning):
 
 @dataclass(frozen=True)
 class _Traced:
-    jaxpr: ClosedJaxpr               # cut program: inputs = leaves(params) + [x]
+    jaxpr: ClosedJaxpr               # cut program: inputs = leaves(params) + leaves(x)
     cut: str | None                  # what was removed
     out: jax.ShapeDtypeStruct        # the output of one example
+
+
+@dataclass(eq=False)
+class _Static:
+    """What a model is besides its weights, shared by every copy with weights of the same
+    shapes (``with_params``, and copies rebuilt inside ``jax.jit``). Compared by identity:
+    it is the pytree aux data of :class:`Model`, so equal weights' shapes mean one compiled
+    program."""
+    apply: Callable[[Any, Any], Any]
+    output: OutputMode
+    input_shape: Any                 # one example's shape (a pytree of them), or None
+    name: str
+    warn: bool
+    signature: tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
+    cache: dict[tuple[Any, ...], _Traced] = field(default_factory=dict)
+    last: _Traced | None = None
+    warned: bool = False
+    extra: Any = None                # what a subclass adds (TextModel: its embedding layer)
 
 
 def mark_batch_of_one(out: Any, name: str) -> Any:
@@ -72,6 +91,29 @@ def _fmt_shape(shape: Sequence[int | None]) -> str:
     return "(" + ", ".join("*" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _is_shape(s: Any) -> bool:
+    return isinstance(s, tuple) and all(d is None or isinstance(d, (int, np.integer)) for d in s)
+
+
+def _shapes(x: Any) -> Any:
+    """The shape of every array leaf of ``x``, in ``x``'s structure."""
+    return jax.tree.map(lambda a: tuple(jnp.shape(a)), x)
+
+
+def _as_input(x: Any) -> Any:
+    """Every leaf of ``x`` as a JAX array (tracers and ``ShapeDtypeStruct``s stay as they are),
+    inputs marked :func:`xai_core.fixed` unwrapped."""
+    x = jax.tree.map(lambda a: a.value if isinstance(a, Fixed) else a, x, is_leaf=lambda a: isinstance(a, Fixed))
+    return jax.tree.map(lambda a: a if isinstance(a, (jax.Array, jax.ShapeDtypeStruct)) else jnp.asarray(a), x)
+
+
+def _fmt_shapes(shapes: Any) -> str:
+    """One shape as ``(3, 32, 32)``, a pytree of them as its structure with shapes inside."""
+    if _is_shape(shapes):
+        return _fmt_shape(shapes)
+    return str(jax.tree.map(_fmt_shape, shapes, is_leaf=_is_shape)).replace("'", "")
+
+
 class Model:
     """A model as a pure JAX function of one example, cut before its final activation.
 
@@ -94,19 +136,29 @@ class Model:
 
     The program is traced lazily, once per input shape and dtype, and cached;
     :attr:`cut` tells what was removed (``None`` before the first call, or if the
-    model ends in plain logits).
+    model ends in plain logits). ``x`` may be one array or any pytree of arrays (a model
+    of several inputs); ``input_shape`` is then a pytree of shapes.
+
+    **Weights are arguments.** A model is a pytree whose leaves are its weights, so pass
+    it INTO a jitted function: ``jax.jit(f)(m, xs)`` compiles once, keeps the weights out
+    of the program (a closure over ``m`` bakes them in as constants: compile time and
+    memory grow with the model), and ``m.with_params(p)`` with weights of the same shapes
+    reuses the compiled program.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> m = Model(lambda p, x: jax.nn.log_softmax(p * x), jnp.array([1.0, 2.0]))
         >>> xs, ts = jnp.ones((4, 2)), jnp.array([0, 1, 1, 0])
-        >>> jax.jit(jax.vmap(lambda x, t: jax.grad(m.score(t))(x)))(xs, ts).shape
+        >>> explain = jax.jit(jax.vmap(lambda m, x, t: jax.grad(m.score(t))(x), in_axes=(None, 0, 0)))
+        >>> explain(m, xs, ts).shape
+        (4, 2)
+        >>> explain(m.with_params(m.params * 2), xs, ts).shape  # same program, new weights
         (4, 2)
     """
 
     def __init__(self, apply: Callable[[Any, Any], Any], params: Any, *,
                  output: OutputMode = "logits",
-                 input_shape: Sequence[int | None] | None = None,
+                 input_shape: Any = None,
                  name: str | None = None,
                  warn_probabilities: bool = True) -> None:
         if not callable(apply):
@@ -114,17 +166,19 @@ class Model:
         if output not in OUTPUTS:
             raise ValueError(f"Model: output={output!r} is not one of {OUTPUTS}. Use 'logits' "
                              "(default, recommended for attribution), 'probs' or 'log_probs'.")
-        self._apply = apply
+        if input_shape is not None:
+            input_shape = jax.tree.map(lambda s: tuple(None if d is None else int(d) for d in s),
+                                       input_shape, is_leaf=_is_shape)
+        self._static = _Static(apply, output, input_shape,
+                               name or getattr(apply, "__name__", None) or "model",
+                               warn_probabilities, _signature(params))
         self._params = params
-        self._output: OutputMode = output
-        self._input_shape = None if input_shape is None else tuple(
-            None if d is None else int(d) for d in input_shape)
-        self._name = name or getattr(apply, "__name__", None) or "model"
-        self._warn = warn_probabilities
-        self._warned = False
-        self._signature = _signature(params)
-        self._cache: dict[tuple[Any, ...], _Traced] = {}
-        self._last: _Traced | None = None
+
+    @classmethod
+    def _rebuild(cls, static: _Static, params: Any) -> Model:
+        m = object.__new__(cls)
+        m._static, m._params = static, params
+        return m
 
     # ------------------------------------------------------------------ info
     @property
@@ -135,101 +189,118 @@ class Model:
     @property
     def apply(self) -> Callable[[Any, Any], Any]:
         """The original ``apply(params, x)`` (uncut) the model was built from."""
-        return self._apply
+        return self._static.apply
 
     @property
     def name(self) -> str:
         """The model's name, used in messages."""
-        return self._name
+        return self._static.name
 
     @property
     def output(self) -> OutputMode:
         """``"logits"``, ``"probs"`` or ``"log_probs"``: what :meth:`logits` returns."""
-        return self._output
+        return self._static.output
 
     @property
-    def input_shape(self) -> tuple[int | None, ...] | None:
-        """The shape of one example, where known."""
-        return self._input_shape
+    def input_shape(self) -> Any:
+        """The shape of one example (a pytree of shapes for several inputs), where known."""
+        return self._static.input_shape
 
     @property
     def cut(self) -> str | None:
         """The final activation removed from the model (``"softmax"``,
         ``"log_softmax"``, ``"sigmoid"``), or ``None`` if there was none, or if the
         model has not been called yet."""
-        return None if self._last is None else self._last.cut
+        last = self._static.last
+        return None if last is None else last.cut
 
     def __repr__(self) -> str:
-        shape = "" if self._input_shape is None else f", input_shape={_fmt_shape(self._input_shape)}"
-        return f"Model({self._name}, output={self._output!r}, cut={self.cut!r}{shape})"
+        shape = self._static.input_shape
+        shape = "" if shape is None else f", input_shape={_fmt_shapes(shape)}"
+        return f"Model({self.name}, output={self.output!r}, cut={self.cut!r}{shape})"
 
     def with_params(self, new_params: Any) -> Model:
         """The same model with other weights (same pytree structure; e.g. randomized
-        layers for the model-randomization sanity check). Traces are shared when the
-        shapes and dtypes match."""
-        treedef, leaves = self._signature
+        layers for the model-randomization sanity check, or the weights after another
+        epoch). With the same shapes and dtypes the copy shares the traces and is the
+        same pytree type, so a jitted function of the model does not recompile."""
+        static = self._static
+        treedef, leaves = static.signature
         new_sig = _signature(new_params)
         if new_sig[0] != treedef:
-            raise ValueError(f"{self._name}.with_params: the new params have another structure "
+            raise ValueError(f"{self.name}.with_params: the new params have another structure "
                              f"({new_sig[0]}) than the model's ({treedef}); pass a pytree "
                              "like model.params, e.g. jax.tree.map(f, model.params).")
-        m = Model(self._apply, new_params, output=self._output, input_shape=self._input_shape,
-                  name=self._name, warn_probabilities=self._warn)
-        if new_sig[1] == leaves:
-            m._cache = self._cache
-            m._last = self._last
-        return m
+        if new_sig[1] != leaves:  # other shapes: new traces
+            static = replace(static, signature=new_sig, cache={}, last=None, warned=False)
+        return type(self)._rebuild(static, new_params)
 
     # --------------------------------------------------------------- tracing
     def _check_input(self, x: Any) -> None:
-        expected = self._input_shape
+        expected = self._static.input_shape
         if expected is None:
             return
-        shape = tuple(x.shape)
-        if len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape)):
-            return
-        msg = (f"{self._name} expects one example of shape {_fmt_shape(expected)} "
-               f"(no batch axis); got shape {_fmt_shape(shape)}.")
-        if len(shape) == len(expected) + 1 and all(e is None or e == s for e, s in zip(expected, shape[1:])):
-            msg += (f" This looks like a batch of {shape[0]}: map over it with "
-                    "jax.vmap(model.logits) or jax.vmap(model.score(t)).")
-        raise ValueError(msg)
+        if _is_shape(expected) and isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray)):
+            shape = tuple(x.shape)
+            if len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape)):
+                return
+            msg = (f"{self.name} expects one example of shape {_fmt_shape(expected)} "
+                   f"(no batch axis); got shape {_fmt_shape(shape)}.")
+            if len(shape) == len(expected) + 1 and all(e is None or e == s for e, s in zip(expected, shape[1:])):
+                msg += (f" This looks like a batch of {shape[0]}: map over it with "
+                        "jax.vmap(model.logits) or jax.vmap(model.score(t)).")
+            raise ValueError(msg)
+        want = jax.tree.structure(expected, is_leaf=_is_shape)
+        got = _shapes(x)
+        ok = jax.tree.structure(got, is_leaf=_is_shape) == want and all(
+            len(g) == len(e) and all(d is None or d == h for d, h in zip(e, g))
+            for e, g in zip(jax.tree.leaves(expected, is_leaf=_is_shape),
+                            jax.tree.leaves(got, is_leaf=_is_shape)))
+        if not ok:
+            raise ValueError(f"{self.name} expects one example shaped {_fmt_shapes(expected)} (no batch "
+                             f"axis), got {_fmt_shapes(got)}. Pass the inputs in the same structure "
+                             "as the example the model was built with; batch with jax.vmap.")
 
     def _traced(self, x: Any) -> _Traced:
-        aval = jax.typeof(x)
-        key = (tuple(aval.shape), str(aval.dtype))
-        hit = self._cache.get(key)
+        static = self._static
+        leaves, treedef = jax.tree.flatten(x)
+        avals = [jax.typeof(a) for a in leaves]
+        key = (treedef, tuple((tuple(a.shape), str(a.dtype)) for a in avals))
+        hit = static.cache.get(key)
         if hit is not None:
-            self._last = hit
+            static.last = hit
             return hit
-        x_spec = jax.ShapeDtypeStruct(aval.shape, aval.dtype)
+        x_spec = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals])
         p_spec = jax.tree.map(_spec, self._params)
         try:
-            closed, out = graph.trace(self._apply, p_spec, x_spec, return_shape=True)
+            closed, out = graph.trace(static.apply, p_spec, x_spec, return_shape=True)
         except Exception as e:  # shape / rank / dtype errors from inside the model
-            seen = sorted({_fmt_shape(k[0]) for k in self._cache})
+            seen = sorted({_fmt_shapes(k[0].unflatten([s for s, _ in k[1]])) for k in static.cache})
             hint = (f" Shapes that worked: {', '.join(seen)}." if seen else
                     " If the shape is the problem: pass ONE example without a batch axis "
                     "(batch with jax.vmap).")
-            raise ValueError(f"{self._name} could not be applied to one example of shape "
-                             f"{_fmt_shape(aval.shape)} and dtype {aval.dtype}: "
+            what = ", ".join(sorted({str(a.dtype) for a in avals}))
+            raise ValueError(f"{self.name} could not be applied to one example of shape "
+                             f"{_fmt_shapes(_shapes(x_spec))} and dtype {what}: "
                              f"{type(e).__name__}: {e}{hint}") from e
         if not isinstance(out, jax.ShapeDtypeStruct):
-            raise TypeError(f"{self._name}: apply(params, x) must return one array (the class "
+            raise TypeError(f"{self.name}: apply(params, x) must return one array (the class "
                             f"scores); it returned {jax.tree.structure(out)}. Wrap it to pick "
                             "the logits, e.g. lambda p, x: apply(p, x)[0].")
         cut_jaxpr, cut = graph.cut_final_activation(closed)
         traced = _Traced(cut_jaxpr, cut, out)
-        self._cache[key] = traced
-        self._last = traced
+        static.cache[key] = traced
+        static.last = traced
         return traced
 
     def jaxpr(self, x: Any) -> ClosedJaxpr:
-        """The cut program for inputs like ``x`` (an array or ``jax.ShapeDtypeStruct``).
+        """The cut program for inputs like ``x`` (arrays or ``jax.ShapeDtypeStruct``s, one
+        or a pytree of them).
 
-        Its inputs are ``jax.tree.leaves(model.params)`` followed by ``x``; its one
-        output is the logits (before the ``output=`` mode is applied). This is what
-        the core's graph tools (layer splits, backward-rule tables) work on.
+        Its inputs are ``jax.tree.leaves(model.params)`` followed by
+        ``jax.tree.leaves(x)``; its one output is the logits (before the ``output=`` mode
+        is applied). This is what the core's graph tools (layer splits, backward-rule
+        tables) work on.
         """
         self._check_input(x)
         return self._traced(x).jaxpr
@@ -239,15 +310,14 @@ class Model:
         """The traced program for inputs like ``x``; without ``x``, the one the model
         last ran (adapters that know the input trace it when they build the model)."""
         if x is not None:
-            if not isinstance(x, jax.ShapeDtypeStruct):
-                x = jnp.asarray(x)
+            x = _as_input(x)
             self._check_input(x)
             return self._traced(x)
-        if self._last is None:
-            raise ValueError(f"{self._name}: the model has not been traced yet, so its layers are "
+        if self._static.last is None:
+            raise ValueError(f"{self.name}: the model has not been traced yet, so its layers are "
                              "unknown; call model.logits(x) once, or pass an example: "
                              "model.split(name, x).")
-        return self._last
+        return self._static.last
 
     @property
     def layers(self) -> list[graph.Layer]:
@@ -281,28 +351,30 @@ class Model:
         traced = self._program(x)
         s = graph.split(traced.jaxpr, layer)
         n_params = len(jax.tree.leaves(self._params))
-        reads_x = n_params in s.tail_inputs
-        aval = traced.jaxpr.jaxpr.invars[n_params].aval
-        name = self._name
+        invars = traced.jaxpr.jaxpr.invars
+        reads_x = any(i >= n_params for i in s.tail_inputs)
+        shapes = [tuple(v.aval.shape) for v in invars[n_params:]]
+        name = self.name
 
-        def check(x: Any) -> jax.Array:
-            x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
-            if tuple(x.shape) != tuple(aval.shape):
+        def check(x: Any) -> list[jax.Array]:
+            leaves = jax.tree.leaves(_as_input(x))
+            if [tuple(a.shape) for a in leaves] != shapes:
                 raise ValueError(f"{name}.split({layer!r}) was made for one example of shape "
-                                 f"{_fmt_shape(aval.shape)}; got {_fmt_shape(x.shape)}. Split again "
+                                 f"{', '.join(map(_fmt_shape, shapes))}; got "
+                                 f"{', '.join(_fmt_shape(a.shape) for a in leaves)}. Split again "
                                  "with an example of the new shape: model.split(name, x).")
-            return x
+            return leaves
 
         def head(x: Any) -> jax.Array:
-            return s.head(*jax.tree.leaves(self._params), check(x))
+            return s.head(*jax.tree.leaves(self._params), *check(x))
 
         def tail(a: Any, x: Any = None) -> jax.Array:
             if x is None and reads_x:
                 raise ValueError(f"{name}: the rest of the model after layer {layer!r} also reads "
                                  "the input directly (a skip connection past the layer), so the "
                                  "activation alone does not determine the output; call tail(a, x).")
-            args = [*jax.tree.leaves(self._params), None if x is None else check(x)]
-            return self._finish(s.tail(args, a)[0], traced.cut)
+            given = [None] * len(shapes) if x is None else check(x)
+            return self._finish(s.tail([*jax.tree.leaves(self._params), *given], a)[0], traced.cut)
 
         return head, tail
 
@@ -310,35 +382,38 @@ class Model:
     def logits(self, x: Any) -> jax.Array:
         """One example in (no batch axis), pre-activation logits out.
 
-        With ``output="probs"`` / ``"log_probs"`` returns softmax / log_softmax of the
-        logits instead. Pure JAX: works under ``jit``, ``vmap`` and ``grad``.
+        ``x`` is one array, or a pytree of arrays for a model of several inputs (as the
+        adapter was given them). With ``output="probs"`` / ``"log_probs"`` returns
+        softmax / log_softmax of the logits instead. Pure JAX: works under ``jit``,
+        ``vmap`` and ``grad``; the model itself is a pytree of its weights, so
+        ``jax.jit(f)(model, x)`` takes them as arguments (see :class:`Model`).
         """
-        if not isinstance(x, jax.Array):  # includes tracers
-            x = jnp.asarray(x)
+        x = _as_input(x)
         self._check_input(x)
         traced = self._traced(x)
         leaves = jax.tree.leaves(self._params)
-        z = jax.core.eval_jaxpr(traced.jaxpr.jaxpr, traced.jaxpr.consts, *leaves, x)[0]
-        if traced.cut is None and self._warn and not self._warned and not isinstance(z, jax.core.Tracer):
+        z = jax.core.eval_jaxpr(traced.jaxpr.jaxpr, traced.jaxpr.consts, *leaves, *jax.tree.leaves(x))[0]
+        static = self._static
+        if traced.cut is None and static.warn and not static.warned and not isinstance(z, jax.core.Tracer):
             if graph.looks_like_probabilities(z):
-                self._warned = True
+                static.warned = True
                 warnings.warn(self._probability_message(z), ProbabilityOutputWarning, stacklevel=2)
         return self._finish(z, traced.cut)
 
     def _finish(self, z: jax.Array, cut: str | None) -> jax.Array:
         """Apply the ``output=`` mode to logits."""
-        if self._output == "logits":
+        if self.output == "logits":
             return z
         if cut == "sigmoid":
-            return jax.nn.sigmoid(z) if self._output == "probs" else jax.nn.log_sigmoid(z)
-        return jax.nn.softmax(z, axis=-1) if self._output == "probs" else jax.nn.log_softmax(z, axis=-1)
+            return jax.nn.sigmoid(z) if self.output == "probs" else jax.nn.log_sigmoid(z)
+        return jax.nn.softmax(z, axis=-1) if self.output == "probs" else jax.nn.log_softmax(z, axis=-1)
 
     def _probability_message(self, z: Any) -> str:
         what = "a value in [0, 1]" if np.size(z) == 1 else "values in [0, 1] that sum to 1"
-        msg = (f"{self._name}: the model's output looks like probabilities ({what}), but no final "
+        msg = (f"{self.name}: the model's output looks like probabilities ({what}), but no final "
                "softmax / log_softmax / sigmoid was found to cut, so attributions will explain a "
                "probability, whose gradients vanish as the model grows confident (tf-explain #159). ")
-        if self._output == "probs":
+        if self.output == "probs":
             msg += "output='probs' also applies a softmax on top of it. "
         msg += ("To fix: build the model from a function that returns the scores before the "
                 "normalisation (e.g. drop the final x / sum(x)). If these values really are "
@@ -353,19 +428,20 @@ class Model:
         range gives a NaN score (and zero gradient) rather than a silently clamped class.
         """
         if isinstance(target, (bool, np.bool_)):
-            raise TypeError(f"{self._name}.score: target must be an integer class index, got {target!r}.")
+            raise TypeError(f"{self.name}.score: target must be an integer class index, got {target!r}.")
         if not isinstance(target, jax.core.Tracer) and np.ndim(target) == 0 and \
                 np.issubdtype(np.asarray(target).dtype, np.integer):
             target = int(target)
         if isinstance(target, int):
             if target < 0:
-                raise ValueError(f"{self._name}.score: target={target} is negative; pass a class "
+                raise ValueError(f"{self.name}.score: target={target} is negative; pass a class "
                                  "index in [0, num_classes).")
-            if self._last is not None and len(self._last.out.shape) == 1:
-                self._check_target(target, self._last.out.shape[0])
+            last = self._static.last
+            if last is not None and len(last.out.shape) == 1:
+                self._check_target(target, last.out.shape[0])
         else:
             if not jnp.issubdtype(jnp.result_type(target), jnp.integer) or jnp.ndim(target) != 0:
-                raise TypeError(f"{self._name}.score: target must be an integer scalar (one class "
+                raise TypeError(f"{self.name}.score: target must be an integer scalar (one class "
                                 f"per example); got dtype {jnp.result_type(target)} and shape "
                                 f"{jnp.shape(target)}. For a batch of targets use "
                                 "jax.vmap(lambda x, t: ...(model.score(t))(x))(xs, ts).")
@@ -373,7 +449,7 @@ class Model:
         def score_fn(x: Any) -> jax.Array:
             z = self.logits(x)
             if z.ndim != 1:
-                raise ValueError(f"{self._name}.score needs one vector of class scores per example; "
+                raise ValueError(f"{self.name}.score needs one vector of class scores per example; "
                                  f"the model returned shape {tuple(z.shape)} for an input of shape "
                                  f"{tuple(jnp.shape(x))}. If that input has a batch axis, use "
                                  "jax.vmap; otherwise write a score_fn that reduces the output.")
@@ -389,5 +465,16 @@ class Model:
 
     def _check_target(self, target: int, n: int) -> None:
         if not 0 <= target < n:
-            raise ValueError(f"{self._name}.score: target={target} is out of range; the model has "
+            raise ValueError(f"{self.name}.score: target={target} is out of range; the model has "
                              f"{n} classes, so pass 0..{n - 1}.")
+
+
+def register_model_pytree(cls: type[Model]) -> type[Model]:
+    """Register ``cls`` (Model or a subclass) as a pytree: its weights are the children, its
+    shared :class:`_Static` the aux data, so weights are arguments of compiled programs."""
+    jax.tree_util.register_pytree_node(
+        cls, lambda m: ((m._params,), m._static), lambda static, children: cls._rebuild(static, children[0]))
+    return cls
+
+
+register_model_pytree(Model)

@@ -37,8 +37,8 @@ module's train/eval mode is also restored.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import jax
@@ -47,6 +47,7 @@ import numpy as np
 from xai_core import graph
 
 from ._base import Model, OutputMode, mark_batch_of_one
+from ._text import TextModel
 
 __all__ = ["from_torch"]
 
@@ -117,7 +118,7 @@ def _marked_layers(module: Any, torchax: Any) -> Iterator[list[str]]:
 
 
 def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits",
-               name: str | None = None) -> Model:
+               name: str | None = None, embedding: str | None = None) -> Model:
     """Wrap a PyTorch ``nn.Module`` as a :class:`Model` of one example that returns logits.
 
     Args:
@@ -126,14 +127,21 @@ def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits"
             in ``train()`` mode is traced with eval semantics (BatchNorm running
             statistics, no dropout) and a warning; the module's mode is left as it was.
         example_input: a batch exactly as you feed the model, e.g. a tensor of shape
-            ``(1, 3, 224, 224)`` (NCHW). Only its shape (without the batch axis) and
-            dtype are used.
+            ``(1, 3, 224, 224)`` (NCHW); a tuple of tensors for ``forward(x, y)``; a dict
+            (a tokenizer's output) for keyword inputs. Only shapes (without the batch
+            axis) and dtypes are used.
         output: ``"logits"`` (default), ``"probs"`` or ``"log_probs"``; see :class:`Model`.
         name: for messages (default: the module's class name).
+        embedding: for a model of token ids: the name of its embedding module (default:
+            HuggingFace's ``get_input_embeddings()``, else the one ``nn.Embedding``).
 
     ``m.logits(x)`` takes ONE example in the model's own layout without the batch
-    axis, e.g. ``(3, 224, 224)``; batch with ``jax.vmap``. ``m.params`` is a dict of
-    JAX arrays named as in ``module.state_dict()``.
+    axis, e.g. ``(3, 224, 224)``, or a tuple / dict of them as the example was given;
+    batch with ``jax.vmap``. ``m.params`` is a dict of JAX arrays named as in
+    ``module.state_dict()``. A HuggingFace model is passed as it is: its input goes in by
+    keyword (``pixel_values=``) and the ``logits`` of its ``ModelOutput`` are taken.
+    Given integer token ids, the result is a :class:`TextModel`, explained on the output of
+    the embedding module (the ids and the attention mask are fixed inputs).
 
     Example:
         >>> import torch, jax.numpy as jnp
@@ -146,55 +154,178 @@ def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits"
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}.")
     name = name or type(module).__name__
-    example = example_input
-    if not isinstance(example, torch.Tensor):
-        try:
-            example = torch.as_tensor(np.asarray(example))
-        except Exception as e:
-            raise TypeError(f"from_torch: example_input must be a tensor (a batch as you feed "
-                            f"{name}), got {type(example_input).__name__}.") from e
-    if example.ndim < 1 or example.shape[0] < 1:
-        raise ValueError(f"from_torch: example_input must be a batch with a leading batch axis, "
-                         f"e.g. shape (1, 3, 224, 224); got shape {tuple(example.shape)}.")
-    if not example.is_floating_point():
-        raise TypeError(f"from_torch: example_input has dtype {example.dtype}; attributions need "
-                        "floating-point inputs (models that take token ids need an embedding "
-                        "input instead).")
+    example, spec = _example(torch, example_input, name)
     if any(m.training for m in module.modules()):
         warnings.warn(f"from_torch: {name} is in train() mode; it is traced with eval semantics "
                       "(BatchNorm running statistics, no dropout). Call module.eval() first to "
                       "silence this warning.", UserWarning, stacklevel=2)
+    _warn_float64(torch, module, example, name)
 
     with _traced_as_eval(module):
         params, jax_fn = torchax.extract_jax(module)
+    keyword = getattr(module, "main_input_name", None) if hasattr(module, "config") else None
+    ints = [t.dtype for t in jax.tree.leaves(example) if not t.is_floating_point()]
+    replace = (_Replacement(_embedding_module(torch, module, embedding, name, ints[0]), torchax)
+               if ints else None)
 
-    def apply(params: Any, x: Any) -> Any:
-        with _traced_as_eval(module), _marked_layers(module, torchax) as stack:
+    def forward(params: Any, xb: Any) -> Any:
+        if isinstance(xb, dict):
+            return jax_fn(params, (), xb)
+        if isinstance(xb, tuple):
+            return jax_fn(params, xb)
+        return jax_fn(params, (), {keyword: xb}) if keyword else jax_fn(params, (xb,))
+
+    def run(params: Any, x: Any, embeddings: Any = None) -> Any:
+        # The replacement's hook runs first, so the embedding layer's mark is on the given value.
+        with _traced_as_eval(module), (replace.using(embeddings) if embeddings is not None
+                                       else nullcontext()), _marked_layers(module, torchax) as stack:
             try:
-                out = graph.channels_last(lambda p, xb: jax_fn(p, (xb,)))(params, x[None])
+                xb = jax.tree.map(lambda a: a[None], x)
+                out = graph.channels_last(lambda p, xb: _logits_of(forward(p, xb), name))(params, xb)
             except torchax.tensor.OperatorNotFound as e:
                 where = f" in layer {stack[-1]!r} ({_module_type(module, stack[-1])})" if stack else ""
                 raise _UnsupportedOp(f"{name}: the PyTorch op {_op_name(e)}{where} has no JAX "
                                      "lowering in torchax, so the model cannot be converted. "
                                      "Rewrite that part with supported ops, or report it to "
                                      "torchax.") from None
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, jax.Array):
-            raise TypeError(f"{name}.forward must return one tensor (the class scores); it "
-                            f"returned {type(out).__name__}. Wrap the module so forward returns "
-                            "the logits tensor.")
         return out[0]
 
-    spec = jax.ShapeDtypeStruct(tuple(example.shape[1:]), _jax_dtype(example.dtype))
-    m = Model(apply, params, output=output, input_shape=spec.shape, name=name)
     try:
-        m.jaxpr(spec)  # trace now: unsupported ops and shape errors surface here
+        if replace is None:
+            m = Model(run, params, output=output, input_shape=_shapes(spec), name=name)
+            m.jaxpr(spec)  # trace now: unsupported ops and shape errors surface here
+            return m
+        return TextModel(lambda p, x: run(p, x["inputs"], x["embeddings"]), run, params,
+                         embedding=replace.name, example=spec, pad_id=_pad_id(module),
+                         output=output, name=name)
     except ValueError as e:
-        if isinstance(e.__cause__, _UnsupportedOp):
+        if isinstance(e.__cause__, (_UnsupportedOp, _NotOneTensor)):
             raise e.__cause__ from None
         raise
-    return m
+
+
+class _NotOneTensor(TypeError):
+    """A forward that returns something other than one tensor (or a ModelOutput's logits)."""
+
+
+def _logits_of(out: Any, name: str) -> Any:
+    """The class scores a forward returned: one tensor, or a HuggingFace ``ModelOutput``'s
+    ``logits``; anything else is an error that says to wrap the module."""
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if isinstance(out, dict) and any(c.__name__ == "ModelOutput" for c in type(out).__mro__) \
+            and out.get("logits") is not None:
+        out = out["logits"]
+    if not isinstance(out, jax.Array):
+        raise _NotOneTensor(f"{name}.forward must return one tensor (the class scores) or a "
+                            f"HuggingFace ModelOutput with logits; it returned {type(out).__name__}. "
+                            "Wrap the module so forward returns the logits tensor.")
+    return out
+
+
+def _example(torch: Any, example_input: Any, name: str) -> tuple[Any, Any]:
+    """The example batch as tensors (one, a tuple, or a dict: a tokenizer's BatchEncoding
+    too), and one example's ``ShapeDtypeStruct``s in the same structure."""
+    if isinstance(example_input, Mapping):
+        example: Any = {str(k): v for k, v in example_input.items()}
+    elif isinstance(example_input, (tuple, list)):
+        example = tuple(example_input)
+    else:
+        example = example_input
+    def tensor(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v
+        try:
+            return torch.as_tensor(np.asarray(v))
+        except Exception as e:
+            raise TypeError(f"from_torch: example_input must be a tensor (a batch as you feed "
+                            f"{name}), a tuple or a dict of them; got {type(v).__name__}.") from e
+    example = jax.tree.map(tensor, example, is_leaf=lambda v: not isinstance(v, (tuple, dict)))
+    sizes = {t.shape[0] if t.ndim else 0 for t in jax.tree.leaves(example)}
+    if not jax.tree.leaves(example) or 0 in sizes or len(sizes) != 1:
+        raise ValueError(f"from_torch: example_input must be a batch with one leading batch axis "
+                         f"of the same size on every input, e.g. shape (1, 3, 224, 224); got shape "
+                         f"{jax.tree.map(lambda t: tuple(t.shape), example)}.")
+    spec = jax.tree.map(lambda t: jax.ShapeDtypeStruct(tuple(t.shape[1:]), _jax_dtype(t.dtype)), example)
+    return example, spec
+
+
+def _shapes(spec: Any) -> Any:
+    return jax.tree.map(lambda s: tuple(s.shape), spec)
+
+
+def _warn_float64(torch: Any, module: Any, example: Any, name: str) -> None:
+    if jax.config.jax_enable_x64:
+        return
+    wide = [t for t in (*jax.tree.leaves(example), *module.state_dict().values())
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64]
+    if wide:
+        warnings.warn(f"from_torch: {name} has float64 weights or inputs, but JAX computes in "
+                      "float32 unless 64-bit mode is on, so the model runs in float32. For float64, "
+                      "run jax.config.update('jax_enable_x64', True) before from_torch.",
+                      UserWarning, stacklevel=3)
+
+
+def _embedding_module(torch: Any, module: Any, embedding: str | None, name: str,
+                      dtype: Any) -> tuple[str, Any]:
+    """The module whose output is attributed for a model of token ids: ``(name, module)``."""
+    names = {id(m): n for n, m in module.named_modules()}
+    if embedding is not None:
+        try:
+            return embedding, module.get_submodule(embedding)
+        except AttributeError:
+            raise ValueError(f"from_torch: {name} has no module {embedding!r}; modules: "
+                             f"{', '.join(n for n in names.values() if n)}.") from None
+    found = getattr(module, "get_input_embeddings", None)
+    found = found() if callable(found) else None
+    if found is not None and id(found) in names:
+        return names[id(found)], found
+    embeddings = [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Embedding)]
+    if len(embeddings) == 1:
+        return embeddings[0]
+    if not embeddings:
+        raise TypeError(f"from_torch: example_input has dtype {dtype}, which has no gradient, and {name} "
+                        "has no nn.Embedding to attribute instead. Give floating-point inputs; for a "
+                        "text model with another embedding module, name it with embedding='...'.")
+    raise ValueError(f"from_torch: {name} takes integer inputs (token ids), which have no gradient, "
+                     "so attributions are computed on the output of its embedding module; it has "
+                     f"several, so name one with embedding='...': {', '.join(n for n, _ in embeddings)}.")
+
+
+def _pad_id(module: Any) -> int:
+    pad = getattr(getattr(module, "config", None), "pad_token_id", None)
+    return 0 if pad is None else int(pad)
+
+
+class _Replacement:
+    """While tracing, the embedding module's output is replaced by given embeddings."""
+
+    def __init__(self, found: tuple[str, Any], torchax: Any) -> None:
+        self.name, self.module = found
+        self.torchax = torchax
+
+    @contextmanager
+    def using(self, embeddings: Any) -> Iterator[None]:
+        calls = []
+        Tensor, env = self.torchax.tensor.Tensor, self.torchax.default_env()
+
+        def hook(mod: Any, args: Any, out: Any) -> Any:
+            calls.append(out)
+            if len(calls) > 1:
+                raise ValueError(f"the embedding module {self.name!r} runs more than once per forward, "
+                                 "so its output cannot be replaced by one input; name another "
+                                 "module with embedding='...'.")
+            if tuple(out.shape) != (1, *embeddings.shape):
+                raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} given, but the "
+                                 f"embedding module {self.name!r} computes {tuple(out.shape[1:])} "
+                                 "for one example; make them with m.inputs(ids).")
+            return Tensor(embeddings[None].astype(out.jax().dtype), env)
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 def _op_name(e: Exception) -> str:
@@ -208,5 +339,5 @@ def _module_type(module: Any, path: str) -> str:
 
 
 def _jax_dtype(dtype: Any) -> np.dtype:
-    import torch
-    return np.dtype(torch.empty((), dtype=dtype).numpy().dtype)
+    """A torch dtype as a JAX dtype (bfloat16 too, which numpy lacks)."""
+    return jax.numpy.dtype(str(dtype).removeprefix("torch."))

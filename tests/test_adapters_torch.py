@@ -172,7 +172,7 @@ def test_bad_arguments_get_clear_errors() -> None:
         from_torch(lambda x: x, inputs(1))
     with pytest.raises(ValueError, match=r"leading batch axis.*got shape \(\)"):
         from_torch(build("small_cnn"), torch.tensor(1.0))
-    with pytest.raises(TypeError, match="example_input has dtype torch.int64"):
+    with pytest.raises(TypeError, match="example_input has dtype torch.int64.*has no nn.Embedding"):
         from_torch(build("small_cnn"), torch.zeros((1, *SHAPE), dtype=torch.int64))
     with pytest.raises(ValueError, match=r"could not be applied to one example of shape \(3, 9, 9\)"):
         from_torch(build("small_cnn"), torch.zeros((1, 3, 9, 9)))

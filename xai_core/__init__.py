@@ -28,9 +28,11 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
+from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
 from xai_core.smoothing import smoothgrad
+from xai_core.tokens import token_scores
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ __all__ = [
     "RULES",
     "attribute",
     "completeness_gap",
+    "fixed",
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -47,4 +50,5 @@ __all__ = [
     "path_rule",
     "register",
     "smoothgrad",
+    "token_scores",
 ]

@@ -37,16 +37,19 @@ def check_finite(x: jax.Array, what: str, method: str) -> None:
         )
 
 
-def check_input(x: Any, method: str) -> jax.Array:
-    """Return ``x`` as a JAX array after checking it is floating point and finite."""
+def check_input(x: Any, method: str, where: str = "") -> jax.Array:
+    """Return ``x`` as a JAX array after checking it is floating point and finite
+    (``where`` names the input among several, for messages)."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
-            f"{method}: x must be a floating-point array, got dtype {x.dtype} with shape "
+            f"{method}: x{where} must be a floating-point array, got dtype {x.dtype} with shape "
             f"{tuple(x.shape)}. Integer inputs have no gradient: cast first, e.g. "
-            "x.astype(jnp.float32)."
+            "x.astype(jnp.float32); inputs that are not to be attributed (token ids, masks) "
+            "go in as xc.fixed(value); for token ids attribute the embeddings (xai_core.adapters.from_torch "
+            "and from_keras, given token ids, return a text model)."
         )
-    check_finite(x, "x", method)
+    check_finite(x, f"x{where}", method)
     return x
 
 
@@ -73,12 +76,13 @@ def checked_score(score_fn: ScoreFn, method: str) -> ScoreFn:
     if not callable(score_fn):
         raise TypeError(f"{method}: score_fn must be callable (x -> scalar), got {type(score_fn).__name__}.")
 
-    def score(x: jax.Array) -> jax.Array:
+    def score(x: Any) -> jax.Array:
         y = jnp.asarray(score_fn(x))
         if y.shape != ():
+            shapes = jax.tree.map(lambda a: tuple(jnp.shape(a)), x)
             raise ValueError(
                 f"{method}: score_fn must return a scalar for ONE example, but it returned shape "
-                f"{tuple(y.shape)} for x of shape {tuple(x.shape)}. Select one class, e.g. "
+                f"{tuple(y.shape)} for x of shape {shapes}. Select one class, e.g. "
                 "m.score(t) with an adapter or `lambda x: logits_fn(x)[t]`; to explain a batch, "
                 "jax.vmap the attribution over examples."
             )

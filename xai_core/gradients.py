@@ -9,6 +9,7 @@ max-pooling gradients), as chunked methods do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -20,32 +21,45 @@ from xai_core._checks import (
     check_baseline,
     check_batch_size,
     check_choice,
-    check_input,
     check_positive_int,
     checked_score,
 )
 from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
 from xai_core.graph import fast_kernels
+from xai_core.inputs import Inputs, split_inputs, tree_sum
 
-AttributionFn = Callable[[jax.Array], jax.Array]
+AttributionFn = Callable[[Any], Any]
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
+
+
+def _grad_over(score_fn: ScoreFn, method: str) -> Callable[[Inputs, list[jax.Array]], list[jax.Array]]:
+    """``(inputs, leaves) -> d score / d leaves``: the gradient over the attributed leaves
+    of ``inputs`` (fixed inputs held as they are)."""
+    score = checked_score(score_fn, method)
+
+    def grad(inputs: Inputs, leaves: list[jax.Array]) -> list[jax.Array]:
+        return jax.grad(lambda ls: score(inputs.score_input(ls)))(leaves)
+
+    return grad
 
 
 def gradient(score_fn: ScoreFn) -> AttributionFn:
     """Vanilla gradient (saliency): ``a = d score / d x``.
 
     Simonyan et al., "Deep Inside Convolutional Networks", 2014 (arXiv:1312.6034). Unlike the
-    paper's |grad|, the sign is kept; take ``jnp.abs`` for the magnitude.
+    paper's |grad|, the sign is kept; take ``jnp.abs`` for the magnitude. ``x`` may be a
+    pytree of inputs (see :mod:`xai_core.inputs`); the result has its structure.
 
     >>> import jax.numpy as jnp, xai_core as xc
     >>> xc.gradient(lambda x: jnp.sum(3.0 * x))(jnp.ones(2))
     Array([3., 3.], dtype=float32)
     """
-    grad = fast_kernels(jax.grad(checked_score(score_fn, "gradient")))
+    grad = _grad_over(score_fn, "gradient")
 
-    def attribution(x: jax.Array) -> jax.Array:
-        return grad(check_input(x, "gradient"))
+    def attribution(x: Any) -> Any:
+        inputs = split_inputs(x, "gradient")
+        return inputs.result(fast_kernels(partial(grad, inputs))(inputs.leaves))
 
     return attribution
 
@@ -54,17 +68,18 @@ def gradient_x_input(score_fn: ScoreFn) -> AttributionFn:
     """Gradient times input: ``a = x * d score / d x``.
 
     Shrikumar et al., 2016 (arXiv:1605.01713). For a linear score ``w.x`` the attributions
-    sum to the score (completeness against a zero baseline).
+    sum to the score (completeness against a zero baseline). ``x`` may be a pytree.
 
     >>> import jax.numpy as jnp, xai_core as xc
     >>> xc.gradient_x_input(lambda x: jnp.sum(3.0 * x))(jnp.array([1.0, 2.0]))
     Array([3., 6.], dtype=float32)
     """
-    grad = fast_kernels(jax.grad(checked_score(score_fn, "gradient_x_input")))
+    grad = _grad_over(score_fn, "gradient_x_input")
 
-    def attribution(x: jax.Array) -> jax.Array:
-        x = check_input(x, "gradient_x_input")
-        return x * grad(x)
+    def attribution(x: Any) -> Any:
+        inputs = split_inputs(x, "gradient_x_input")
+        grads = fast_kernels(partial(grad, inputs))(inputs.leaves)
+        return inputs.result([a * g for a, g in zip(inputs.leaves, grads)])
 
     return attribution
 
@@ -128,21 +143,31 @@ def integrated_gradients(
     steps = check_positive_int(steps, "steps", "integrated_gradients", 2 if rule == "trapezoid" else 1)
     batch_size = check_batch_size(batch_size, "integrated_gradients")
     alphas, weights = path_rule(rule, steps)
-    grad = jax.grad(checked_score(score_fn, "integrated_gradients"))
+    grad = _grad_over(score_fn, "integrated_gradients")
 
-    def attribution(x: jax.Array) -> jax.Array:
-        x = check_input(x, "integrated_gradients")
-        x0 = check_baseline(baseline, x, "integrated_gradients")
-        delta = x - x0
-        alpha = jnp.asarray(alphas, x.dtype)
-        weight = jnp.asarray(weights, accumulation_dtype(x.dtype))
+    def attribution(x: Any) -> Any:
+        inputs = split_inputs(x, "integrated_gradients")
+        xs = inputs.leaves
+        x0s = baselines(inputs, baseline, "integrated_gradients")
+        deltas = [a - b for a, b in zip(xs, x0s)]
+        acc = accumulation_dtype(jnp.result_type(*xs))
 
-        def term(k: jax.Array) -> jax.Array:
-            return weight[k] * grad(x0 + alpha[k] * delta).astype(weight.dtype)
+        def term(k: jax.Array) -> list[jax.Array]:
+            path = [b + jnp.asarray(alphas, b.dtype)[k] * d for b, d in zip(x0s, deltas)]
+            w = jnp.asarray(weights, acc)[k]
+            return [w * g.astype(acc) for g in grad(inputs, path)]
 
-        return (delta * chunked_sum(term, steps, batch_size)).astype(x.dtype)
+        total = chunked_sum(term, steps, batch_size)
+        return inputs.result([(d * t).astype(a.dtype) for a, d, t in zip(xs, deltas, total)])
 
     return attribution
+
+
+def baselines(inputs: Inputs, baseline: Any, method: str) -> list[jax.Array]:
+    """One baseline per attributed leaf: ``None`` (zeros), one value for every input, or a
+    pytree of ``x``'s structure (entries at fixed inputs ignored)."""
+    values = inputs.per_leaf(baseline, "baseline", method)
+    return [check_baseline(b, a, method) for b, a in zip(values, inputs.leaves)]
 
 
 def completeness_gap(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, baseline: Any = None) -> jax.Array:
@@ -158,13 +183,17 @@ def completeness_gap(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, ba
     3.0
     """
     score = checked_score(score_fn, "completeness_gap")
-    x = check_input(x, "completeness_gap")
-    x0 = check_baseline(baseline, x, "completeness_gap")
-    attribution = jnp.asarray(attribution)
-    if attribution.shape != x.shape:
-        raise ValueError(
-            f"completeness_gap: attribution of shape {tuple(attribution.shape)} does not match "
-            f"x of shape {tuple(x.shape)}."
-        )
-    acc = accumulation_dtype(x.dtype)
-    return attribution.astype(acc).sum() - (score(x).astype(acc) - score(x0).astype(acc))
+    inputs = split_inputs(x, "completeness_gap")
+    x0s = baselines(inputs, baseline, "completeness_gap")
+    a_leaves = inputs.per_leaf(attribution, "attribution", "completeness_gap")
+    a_leaves = [jnp.asarray(a) for a in a_leaves]
+    for a, xi in zip(a_leaves, inputs.leaves):
+        if a.shape != xi.shape:
+            raise ValueError(
+                f"completeness_gap: attribution of shape {tuple(a.shape)} does not match "
+                f"x of shape {tuple(xi.shape)}."
+            )
+    acc = accumulation_dtype(jnp.result_type(*inputs.leaves))
+    f_x = score(inputs.score_input(inputs.leaves)).astype(acc)
+    f_x0 = score(inputs.score_input(x0s)).astype(acc)
+    return tree_sum(a_leaves, acc) - (f_x - f_x0)

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import ScoreFn, check_baseline, check_batch_size, check_input, checked_score
+from xai_core._checks import ScoreFn, check_baseline, check_batch_size, checked_score
 from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core.inputs import split_inputs
 
 
 def _per_axis(value: int | Sequence[int], x_shape: tuple[int, ...], what: str) -> tuple[int, ...]:
@@ -62,6 +63,11 @@ def occlusion(
       baseline: value put in the occluded window: a scalar or an array of ``x``'s shape.
       batch_size: windows evaluated at once (bounds memory); ``None`` means all at once.
 
+    ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input is occluded
+    on its own, the others held as they are (as Captum does for a tuple of inputs), and
+    ``window`` / ``stride`` / ``baseline`` are then one value for every input or a pytree of
+    ``x``'s structure with one entry per input; inputs marked ``xc.fixed`` are never occluded.
+
     >>> import jax.numpy as jnp, xai_core as xc
     >>> xc.occlusion(lambda x: jnp.sum(2.0 * x), window=2)(jnp.ones(4))  # each window drops the score by 4
     Array([4., 4., 4., 4.], dtype=float32)
@@ -69,41 +75,57 @@ def occlusion(
     score = checked_score(score_fn, "occlusion")
     batch_size = check_batch_size(batch_size, "occlusion")
 
-    def attribution(x: jax.Array) -> jax.Array:
-        x = check_input(x, "occlusion")
-        fill = check_baseline(baseline, x, "occlusion")
-        shape = tuple(x.shape)
-        win = _per_axis(window, shape, "window")
-        step = win if stride is None else _per_axis(stride, shape, "stride")
-        too_big = [(axis, w, s) for axis, (w, s) in enumerate(zip(win, shape)) if w > s]
-        if too_big:
-            axis, w, s = too_big[0]
-            raise ValueError(
-                f"occlusion: window {win} is larger than x of shape {shape} on axis {axis} "
-                f"({w} > {s}); use a window that fits inside the input."
-            )
-        per_axis = [window_starts(s, w, st) for s, w, st in zip(shape, win, step)]
-        starts = jnp.asarray(np.stack([g.ravel() for g in np.meshgrid(*per_axis, indexing="ij")], axis=1))
-        # How many windows cover each element: per axis, then an outer product over axes.
-        coverage = np.ones((), np.float64)
-        for size, w, s in zip(shape, win, per_axis):
-            count = np.zeros(size)
-            for start in s:
-                count[start : start + w] += 1
-            coverage = np.multiply.outer(coverage, count)
-        acc = accumulation_dtype(x.dtype)
-        full = score(x).astype(acc)
-
-        def term(p: jax.Array) -> jax.Array:
-            mask = jnp.ones(shape, bool)
-            for axis, (size, w) in enumerate(zip(shape, win)):
-                index = jnp.arange(size)
-                inside = (index >= starts[p, axis]) & (index < starts[p, axis] + w)
-                mask &= inside.reshape((-1,) + (1,) * (len(shape) - axis - 1))
-            drop = full - score(jnp.where(mask, fill, x)).astype(acc)
-            return jnp.where(mask, drop, 0)
-
-        total = chunked_sum(term, len(starts), batch_size)
-        return (total / jnp.asarray(np.maximum(coverage, 1), acc)).astype(x.dtype)
+    def attribution(x: Any) -> Any:
+        inputs = split_inputs(x, "occlusion")
+        xs = inputs.leaves
+        fills = [check_baseline(b, a, "occlusion") for b, a in
+                 zip(inputs.per_leaf(baseline, "baseline", "occlusion"), xs)]
+        windows = inputs.per_leaf(window, "window", "occlusion")
+        strides = inputs.per_leaf(stride, "stride", "occlusion")
+        acc = accumulation_dtype(jnp.result_type(*xs))
+        full = score(inputs.score_input(xs)).astype(acc)
+        out = []
+        for j, (a, fill, win, step) in enumerate(zip(xs, fills, windows, strides)):
+            def occluded(leaf: jax.Array, j: int = j) -> jax.Array:
+                return score(inputs.score_input([leaf if i == j else b for i, b in enumerate(xs)])).astype(acc)
+            out.append(_occlude(occluded, full, a, fill, win, step, batch_size))
+        return inputs.result(out)
 
     return attribution
+
+
+def _occlude(score: Callable[[jax.Array], jax.Array], full: jax.Array, x: jax.Array, fill: jax.Array,
+             window: int | Sequence[int], stride: int | Sequence[int] | None, batch_size: int | None) -> jax.Array:
+    """Occlusion of one input ``x`` (the others held): ``score(x')`` is the score with ``x'`` in its place."""
+    shape = tuple(x.shape)
+    win = _per_axis(window, shape, "window")
+    step = win if stride is None else _per_axis(stride, shape, "stride")
+    too_big = [(axis, w, s) for axis, (w, s) in enumerate(zip(win, shape)) if w > s]
+    if too_big:
+        axis, w, s = too_big[0]
+        raise ValueError(
+            f"occlusion: window {win} is larger than x of shape {shape} on axis {axis} "
+            f"({w} > {s}); use a window that fits inside the input."
+        )
+    per_axis = [window_starts(s, w, st) for s, w, st in zip(shape, win, step)]
+    starts = jnp.asarray(np.stack([g.ravel() for g in np.meshgrid(*per_axis, indexing="ij")], axis=1))
+    # How many windows cover each element: per axis, then an outer product over axes.
+    coverage = np.ones((), np.float64)
+    for size, w, s in zip(shape, win, per_axis):
+        count = np.zeros(size)
+        for start in s:
+            count[start : start + w] += 1
+        coverage = np.multiply.outer(coverage, count)
+    acc = full.dtype
+
+    def term(p: jax.Array) -> jax.Array:
+        mask = jnp.ones(shape, bool)
+        for axis, (size, w) in enumerate(zip(shape, win)):
+            index = jnp.arange(size)
+            inside = (index >= starts[p, axis]) & (index < starts[p, axis] + w)
+            mask &= inside.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+        drop = full - score(jnp.where(mask, fill, x))
+        return jnp.where(mask, drop, 0)
+
+    total = chunked_sum(term, len(starts), batch_size)
+    return (total / jnp.asarray(np.maximum(coverage, 1), acc)).astype(x.dtype)

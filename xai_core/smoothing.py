@@ -12,8 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_batch_size, check_choice, check_input, check_positive_int
+from xai_core._checks import check_batch_size, check_choice, check_positive_int
 from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core.inputs import split_inputs
 
 KINDS = ("mean", "square", "var")
 
@@ -48,6 +49,10 @@ def smoothgrad(
     ``fn(x, noise=z)`` with ``z`` of shape ``(samples, *x.shape)`` from ``N(0, 1)``
     (``eps_i = s * z[i]``), e.g. to compare with another library on the same draws.
 
+    ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input gets its
+    own noise (scaled by its own range when ``relative``; ``noise=`` then holds one array of
+    draws per input), inputs marked ``xc.fixed`` get none, and the result has ``x``'s structure.
+
     >>> import jax, jax.numpy as jnp, xai_core as xc
     >>> f = lambda x: jnp.sum(jnp.sin(x))
     >>> sg = xc.smoothgrad(xc.gradient(f), samples=8, sigma=0.1)
@@ -65,46 +70,54 @@ def smoothgrad(
     if not isinstance(sigma, (int, float)) or not sigma >= 0:
         raise ValueError(f"smoothgrad: sigma must be a number >= 0, got {sigma!r}.")
 
-    def attribution(x: jax.Array, *, key: Any = None, noise: Any = None) -> jax.Array:
+    def attribution(x: Any, *, key: Any = None, noise: Any = None) -> Any:
         if (key is None) == (noise is None):
             raise ValueError(
                 "smoothgrad samples noise and needs an explicit PRNG key: call fn(x, key=jax.random.key(0)) "
                 "(or xc.attribute(..., key=key)); the same key gives the same result. To supply the "
                 "standard-normal draws yourself pass noise=z instead (not both)."
             )
-        x = check_input(x, "smoothgrad")
-        scale = sigma * (jnp.max(x) - jnp.min(x)) if relative else jnp.asarray(sigma, x.dtype)
+        inputs = split_inputs(x, "smoothgrad")
+        xs = inputs.leaves
+        scales = [sigma * (jnp.max(a) - jnp.min(a)) if relative else jnp.asarray(sigma, a.dtype) for a in xs]
         if noise is not None:
-            noise = jnp.asarray(noise)
-            if noise.shape != (samples, *x.shape):
-                raise ValueError(f"smoothgrad: noise must have shape (samples, *x.shape) = "
-                                 f"{(samples, *x.shape)}, got {noise.shape}.")
+            draws = [jnp.asarray(z) for z in inputs.per_leaf(noise, "noise", "smoothgrad")]
+            for z, a in zip(draws, xs):
+                if z.shape != (samples, *a.shape):
+                    raise ValueError(f"smoothgrad: noise must have shape (samples, *x.shape) = "
+                                     f"{(samples, *a.shape)}, got {z.shape}.")
 
-            def draw(i: jax.Array) -> jax.Array:
-                return noise[i].astype(x.dtype)
+            def draw(i: jax.Array) -> list[jax.Array]:
+                return [z[i].astype(a.dtype) for z, a in zip(draws, xs)]
         else:
             keys = jax.random.split(key, samples)
 
-            def draw(i: jax.Array) -> jax.Array:
-                return jax.random.normal(keys[i], x.shape, x.dtype)
-        acc = accumulation_dtype(x.dtype)
-        shift = attribution_fn(x).astype(acc) if kind == "var" else None
+            def draw(i: jax.Array) -> list[jax.Array]:  # one key per sample; split per input
+                ks = [keys[i]] if len(xs) == 1 else list(jax.random.split(keys[i], len(xs)))
+                return [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(ks, xs)]
+        acc = accumulation_dtype(jnp.result_type(*xs))
+
+        def leaves_of(result: Any) -> list[jax.Array]:
+            return [a.astype(acc) for a in inputs.per_leaf(result, "the attribution", "smoothgrad")]
+
+        shift = leaves_of(attribution_fn(x)) if kind == "var" else None
 
         def term(i: jax.Array) -> Any:
-            a = attribution_fn(x + (scale * draw(i)).astype(x.dtype)).astype(acc)
+            noisy = [a + (s * z).astype(a.dtype) for a, s, z in zip(xs, scales, draw(i))]
+            values = leaves_of(attribution_fn(inputs.noisy(noisy)))
             if kind == "mean":
-                return a
+                return values
             if kind == "square":
-                return a * a
-            d = a - shift
-            return d, d * d
+                return [v * v for v in values]
+            ds = [v - s for v, s in zip(values, shift)]
+            return ds, [d * d for d in ds]
 
         total = chunked_sum(term, samples, batch_size)
         if kind == "var":
             first, second = total
-            result = jnp.maximum(second / samples - (first / samples) ** 2, 0)
+            result = [jnp.maximum(m2 / samples - (m1 / samples) ** 2, 0) for m1, m2 in zip(first, second)]
         else:
-            result = total / samples
-        return result.astype(x.dtype)
+            result = [t / samples for t in total]
+        return inputs.result([r.astype(a.dtype) for r, a in zip(result, xs)])
 
     return attribution
