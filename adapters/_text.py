@@ -81,9 +81,11 @@ class TextModel(Model):
         ids_model = Model(apply_ids, params, name=name, warn_probabilities=False)
         self._static.extra = _Text(ids_model, embedding, (named or ints)[0], treedef, int(pad_id))
         ids_model._program(example)  # trace it: its layers name the split points
-        names = [layer.name for layer in ids_model.layers]
-        if embedding not in names:
-            raise ValueError(f"{name}: no layer named {embedding!r}; layers: {', '.join(names)}.")
+        layers = {layer.name: layer for layer in ids_model.layers}
+        if embedding not in layers:
+            raise ValueError(f"{name}: no layer named {embedding!r}; layers: {', '.join(layers)}.")
+        out = layers[embedding]  # trace the model on embeddings now: errors surface here
+        self.jaxpr({"embeddings": jax.ShapeDtypeStruct(out.shape, out.dtype), "inputs": example})
 
     @property
     def _text(self) -> _Text:
