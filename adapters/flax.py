@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
+
+import jax
 
 from ._base import Model, OutputMode, mark_batch_of_one
 
@@ -81,7 +84,9 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
     """Wrap a Flax model as a :class:`Model` of one example that returns logits.
 
     The model sees ONE example ``x`` (no batch axis) as a batch of one:
-    ``module(x[None])[0]``; batch many examples with ``jax.vmap``.
+    ``module(x[None])[0]``; batch many examples with ``jax.vmap``. For a module of
+    several inputs pass one example as a tuple (``module(a[None], b[None])``) or a dict
+    (keyword inputs).
 
     - **linen**: ``variables`` (from ``module.init``) is required and becomes
       ``m.params``; the call is ``module.apply(variables, x[None], **apply_kwargs)[0]``.
@@ -127,7 +132,7 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
 
         def apply(variables: Any, x: Any) -> Any:
             with _marked_linen(linen):
-                return _first(module.apply(variables, x[None], **kwargs), f"{name}.apply")
+                return _first(_call_batch_of_one(partial(module.apply, variables), x, kwargs), f"{name}.apply")
 
         return Model(apply, variables, output=output, input_shape=input_shape, name=name)
 
@@ -144,9 +149,19 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
         def apply_nnx(state: Any, x: Any) -> Any:
             model = nnx.merge(graphdef, state)
             _mark_nnx(nnx, model)
-            return _first(model(x[None], **kwargs), name)
+            return _first(_call_batch_of_one(model, x, kwargs), name)
 
         return Model(apply_nnx, state, output=output, input_shape=input_shape, name=name)
 
     raise TypeError(f"from_flax: expected a flax.linen.Module or flax.nnx.Module, got {name}. "
                     "For a plain function use xai_core.adapters.Model(apply, params).")
+
+
+def _call_batch_of_one(fn: Any, x: Any, kwargs: Mapping[str, Any]) -> Any:
+    """``fn`` on one example as a batch of one: a tuple is positional inputs, a dict keyword ones."""
+    batch = jax.tree.map(lambda a: a[None], x)
+    if isinstance(x, tuple):
+        return fn(*batch, **kwargs)
+    if isinstance(x, dict):
+        return fn(**batch, **kwargs)
+    return fn(batch, **kwargs)

@@ -14,6 +14,7 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
+import xai_core
 from xai_core.adapters import Model, ProbabilityOutputWarning, from_flax
 
 
@@ -304,3 +305,21 @@ def test_importing_adapters_does_not_import_flax() -> None:
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)) + "/tests", timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_module_of_several_inputs_takes_a_tuple_or_a_dict() -> None:
+    class Two(nn.Module):
+        @nn.compact
+        def __call__(self, image: jax.Array, meta: jax.Array) -> jax.Array:
+            return nn.Dense(3)(jnp.concatenate([image.reshape(image.shape[0], -1), meta], -1))
+
+    net = Two()
+    image, meta = jnp.ones((1, 2, 2)), jnp.ones((1, 3))
+    variables = net.init(jax.random.key(0), image, meta)
+    expected = net.apply(variables, image, meta)[0]
+    m = from_flax(net, variables)
+    np.testing.assert_allclose(m.logits((image[0], meta[0])), expected, rtol=1e-6)
+    np.testing.assert_allclose(from_flax(net, variables).logits({"image": image[0], "meta": meta[0]}), expected,
+                               rtol=1e-6)
+    a = xai_core.attribute(m.score(1), (image[0], meta[0]), method="gradient")
+    np.testing.assert_allclose(a[1], variables["params"]["Dense_0"]["kernel"][4:, 1], rtol=1e-6)
