@@ -120,7 +120,7 @@ def test_a_padded_batch_equals_each_sequence_alone(hf_text) -> None:
 
 
 def test_a_plain_torch_text_model_is_complete_on_its_embeddings(x64: None) -> None:
-    net = BagOfWords().double()
+    net = BagOfWords().double().eval()
     m = from_torch(net, torch.tensor([[CLS, 5, 6, SEP]]))
     assert m.embedding == "emb" and m.cut == "softmax"
     ids = m.pad(SEQUENCES)  # a model of ids alone: the padded ids
