@@ -23,7 +23,8 @@ from benchmarks.flax_resnet import init_resnet18
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=xc.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default=xc.DEFAULT_BATCH_SIZE,
+                        help="an int, or 'auto' (the default: chosen from the input and the device)")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
 
@@ -31,7 +32,7 @@ def main() -> None:
     score = lambda x: model.apply(variables, x[None])[0, 7]  # noqa: E731
     x = jax.random.uniform(jax.random.key(1), (args.size, args.size, 3))
 
-    def ig(batch_size: int | None):  # noqa: ANN202
+    def ig(batch_size: int | str | None):  # noqa: ANN202
         return jax.jit(xc.integrated_gradients(score, steps=args.steps, batch_size=batch_size))
 
     gib = 2.0**30
@@ -44,7 +45,8 @@ def main() -> None:
     gap = float(xc.completeness_gap(score, x, a)) / float(score(x) - score(jnp.zeros_like(x)))
     print(f"device: {jax.devices()[0].device_kind}, IG steps={args.steps}, input {args.size}x{args.size}x3, ResNet-18")
     print(f"unchunked (batch_size=None): XLA temp buffers {unchunked.temp_size_in_bytes / gib:.2f} GiB (compiled, not run)")
-    print(f"chunked (batch_size={args.batch_size}): XLA temp buffers {chunked_estimate.temp_size_in_bytes / gib:.2f} GiB")
+    resolved = xc._chunking.resolve_batch_size(args.batch_size, [x])
+    print(f"chunked (batch_size={args.batch_size}: {resolved}): XLA temp buffers {chunked_estimate.temp_size_in_bytes / gib:.2f} GiB")
     print(f"chunked run: {seconds:.1f} s (incl. compile), process peak RSS {peak:.2f} GiB, relative completeness gap {gap:.2e}")
 
 

@@ -65,3 +65,35 @@ def torch_resnet18(num_classes: int = 1000, seed: int = 0, width: int = 64) -> n
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+class SmallResNet(nn.Module):
+    """The small residual CNN a notebook user tries first: a 3x3 stem of ``width`` channels,
+    a residual block at ``width``, one at ``2 * width`` with stride 2, global average pooling,
+    a linear classifier (32/64 channels by default; 64x64 inputs in the benchmarks)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = BasicBlock(width, width)
+        self.layer2 = BasicBlock(width, 2 * width, 2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def torch_small_resnet(num_classes: int = 10, seed: int = 0, width: int = 32) -> nn.Module:
+    """:class:`SmallResNet` with random weights, initialised as :func:`torch_resnet18`, in eval mode."""
+    torch.manual_seed(seed)
+    model = SmallResNet(num_classes, width)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()

@@ -79,7 +79,7 @@ class Suite:
     accuracy_steps: tuple[int, ...] = (8, 16, 32, 64, 128)
     memory_steps: int = 512
     repeats: int = 3
-    batch_size: int = xc.DEFAULT_BATCH_SIZE
+    batch_size: int = xc._chunking.ACCELERATOR_BATCH_SIZE  # explicit: Captum is tuned around it
     occlusion_batch_size: int | None = None  # forwards only keep no activations: None = batch_size
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     xla_flags: str = ""          # added to XLA_FLAGS by main(), before JAX starts
@@ -452,9 +452,10 @@ def memory(setup: Setup) -> dict[str, Any]:
     """IG with many steps on one image: XLA's temporary memory unchunked (compiled only)
     against chunked at the default ``batch_size`` (also run); and what chunking costs at
     IG-64, at the default and at the suite's ``batch_size``."""
-    s, default = setup.suite, xc.DEFAULT_BATCH_SIZE
+    s = setup.suite
     _, xs, ts, _ = setup.inputs(s.size, 1)
     x, score = xs[0], setup.model(s.size).score(int(ts[0]))
+    default = xc._chunking.resolve_batch_size(xc.DEFAULT_BATCH_SIZE, [x])  # what "auto" picks here
 
     def ig(steps: int, batch_size: int | None) -> Any:
         return jax.jit(xc.integrated_gradients(score, steps=steps, batch_size=batch_size)).lower(x).compile()
@@ -664,8 +665,10 @@ def main(argv: list[str] | None = None) -> None:
     suite = SUITES[args.suite]
     if args.xla_flags is not None:
         suite = replace(suite, xla_flags=args.xla_flags)
-    if suite.xla_flags:  # read when JAX starts its backend, which nothing has done yet
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {suite.xla_flags}".strip()
+    # Read when JAX starts its backend, which nothing has done yet: the suite's flags replace
+    # the default `import xai_core` added (xai_core._xla), so --xla-flags '' runs XLA's own.
+    inherited = os.environ.get("XLA_FLAGS", "").replace(xc._xla.FLAG, "").strip()
+    os.environ["XLA_FLAGS"] = f"{inherited} {suite.xla_flags}".strip()
     result = run(suite, args.out)
     print(markdown(result))
 

@@ -88,8 +88,10 @@ def test_checkout_imports_its_adapters_beside_a_regular_install(wheel: Path, tmp
 
 
 def test_editable_install_maps_the_adapters_folder(tmp_path: Path) -> None:
-    direct_url = metadata.distribution("xai-core").read_text("direct_url.json") or "{}"
-    if not json.loads(direct_url).get("dir_info", {}).get("editable"):
+    # Every xai-core distribution on the path: a checkout's own xai_core.egg-info (setuptools
+    # writes one beside the sources) can come before the installed one's metadata.
+    installs = [json.loads(d.read_text("direct_url.json") or "{}") for d in metadata.distributions(name="xai-core")]
+    if not any(i.get("dir_info", {}).get("editable") for i in installs):
         pytest.skip("xai-core is not installed in editable mode here (CI installs it with pip install -e)")
     where = run_python("import xai_core.adapters as a; print(a.__file__)", cwd=tmp_path)
     assert Path(where) == REPO / "adapters" / "__init__.py"

@@ -19,6 +19,12 @@ if not (_Path(__file__).parent / "adapters").is_dir() and (_checkout / "adapters
     __path__.append(str(_checkout))  # noqa: F821 - every package has __path__
 del _Path, _checkout
 
+from xai_core._xla import apply_cpu_defaults  # noqa: E402
+
+XLA_DEFAULTS = apply_cpu_defaults()
+"""What ``import xai_core`` did to ``XLA_FLAGS`` (see :mod:`xai_core._xla`): ``"set"``,
+``"user"``, ``"opted out"``, ``"unknown jaxlib"`` or ``"too late"``."""
+
 from xai_core._chunking import DEFAULT_BATCH_SIZE  # noqa: E402
 from xai_core.gradients import (
     RULES,

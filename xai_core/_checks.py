@@ -109,6 +109,11 @@ def check_positive_int(value: Any, what: str, method: str, minimum: int = 1) -> 
     return int(value)
 
 
-def check_batch_size(batch_size: int | None, method: str) -> int | None:
-    """``None`` (everything in one batch) or a positive integer."""
-    return None if batch_size is None else check_positive_int(batch_size, "batch_size", method)
+def check_batch_size(batch_size: int | str | None, method: str) -> int | str | None:
+    """``"auto"`` (chosen per input and device), ``None`` (everything in one batch) or a
+    positive integer."""
+    if batch_size is None or batch_size == "auto":
+        return batch_size
+    if isinstance(batch_size, str):
+        raise ValueError(f"{method}: batch_size must be 'auto', None or an integer >= 1, got {batch_size!r}.")
+    return check_positive_int(batch_size, "batch_size", method)

@@ -24,7 +24,7 @@ from xai_core._checks import (
     check_positive_int,
     checked_score,
 )
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
 from xai_core.graph import fast_kernels
 from xai_core.inputs import Inputs, split_inputs, tree_sum
 
@@ -118,7 +118,7 @@ def integrated_gradients(
     baseline: Any = None,
     steps: int = 64,
     rule: str = "trapezoid",
-    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE,
 ) -> AttributionFn:
     """Integrated gradients: ``a = (x - x0) * sum_k w_k grad f(x0 + alpha_k (x - x0))``.
 
@@ -131,7 +131,9 @@ def integrated_gradients(
       baseline: ``x0``; ``None`` means zeros; a scalar or an array broadcastable to ``x``.
       steps: number of path points ``n`` (>= 2 for ``trapezoid``).
       rule: one of ``RULES``; see ``path_rule`` for the points, weights and Captum's convention.
-      batch_size: path points evaluated at once (bounds memory); ``None`` means all at once.
+      batch_size: path points evaluated at once (bounds memory); ``"auto"`` (default) picks it
+        from the input and the device (``xai_core._chunking.resolve_batch_size``); ``None``
+        means all at once.
         The result does not depend on it beyond float rounding.
 
     >>> import jax.numpy as jnp, xai_core as xc
@@ -157,7 +159,7 @@ def integrated_gradients(
             w = jnp.asarray(weights, acc)[k]
             return [w * g.astype(acc) for g in grad(inputs, path)]
 
-        total = chunked_sum(term, steps, batch_size)
+        total = chunked_sum(term, steps, resolve_batch_size(batch_size, xs))
         return inputs.result([(d * t).astype(a.dtype) for a, d, t in zip(xs, deltas, total)])
 
     return attribution

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_core._checks import ScoreFn, check_baseline, check_batch_size, checked_score
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
 from xai_core.inputs import split_inputs
 
 
@@ -47,7 +47,7 @@ def occlusion(
     window: int | Sequence[int],
     stride: int | Sequence[int] | None = None,
     baseline: Any = 0.0,
-    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE,
 ) -> Callable[[jax.Array], jax.Array]:
     """Occlusion: ``a_i = mean over windows W containing i of [f(x) - f(x with W set to baseline)]``.
 
@@ -61,7 +61,8 @@ def occlusion(
       stride: step between windows per axis; ``None`` means ``window`` (non-overlapping). A
         stride larger than the window leaves gaps: elements no window covers get 0.
       baseline: value put in the occluded window: a scalar or an array of ``x``'s shape.
-      batch_size: windows evaluated at once (bounds memory); ``None`` means all at once.
+      batch_size: windows evaluated at once (bounds memory); ``"auto"`` (default) picks it
+        from the input and the device; ``None`` means all at once.
 
     ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input is occluded
     on its own, the others held as they are (as Captum does for a tuple of inputs), and
@@ -88,7 +89,7 @@ def occlusion(
         for j, (a, fill, win, step) in enumerate(zip(xs, fills, windows, strides)):
             def occluded(leaf: jax.Array, j: int = j) -> jax.Array:
                 return score(inputs.score_input([leaf if i == j else b for i, b in enumerate(xs)])).astype(acc)
-            out.append(_occlude(occluded, full, a, fill, win, step, batch_size))
+            out.append(_occlude(occluded, full, a, fill, win, step, resolve_batch_size(batch_size, xs)))
         return inputs.result(out)
 
     return attribution

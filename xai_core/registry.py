@@ -111,7 +111,7 @@ def _noise_method(kind: str) -> Callable[..., Callable[..., jax.Array]]:
         samples: int = 50,
         sigma: float = 0.15,
         relative: bool = True,
-        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        batch_size: int | str | None = DEFAULT_BATCH_SIZE,
     ) -> Callable[..., jax.Array]:
         inner = get_method(base)
         if inner.needs_key:

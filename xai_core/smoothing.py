@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from xai_core._checks import check_batch_size, check_choice, check_positive_int
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum
+from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
 from xai_core.inputs import split_inputs
 
 KINDS = ("mean", "square", "var")
@@ -28,7 +28,7 @@ def smoothgrad(
     kind: str = "mean",
     *,
     relative: bool = True,
-    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE,
 ) -> KeyedAttributionFn:
     """Average an attribution over noisy copies of the input: ``E_eps[g(a(x + eps))]``.
 
@@ -112,7 +112,7 @@ def smoothgrad(
             ds = [v - s for v, s in zip(values, shift)]
             return ds, [d * d for d in ds]
 
-        total = chunked_sum(term, samples, batch_size)
+        total = chunked_sum(term, samples, resolve_batch_size(batch_size, xs))
         if kind == "var":
             first, second = total
             result = [jnp.maximum(m2 / samples - (m1 / samples) ** 2, 0) for m1, m2 in zip(first, second)]
