@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from xai_core import graph
+from xai_core.graph.interpreter import _inner
 from conftest import jax_flag
 
 
@@ -168,7 +169,7 @@ def test_cut_inside_remat_stays_remat() -> None:
     assert what == "softmax"
     remat = [e for e in cut.jaxpr.eqns if e.primitive.name in ("checkpoint", "remat", "remat2")]
     assert len(remat) == 1
-    assert "exp" not in [e.primitive.name for e in graph._inner(remat[0]).jaxpr.eqns]
+    assert "exp" not in [e.primitive.name for e in _inner(remat[0]).jaxpr.eqns]
     np.testing.assert_allclose(_run(cut, p, X)[0], _logits(p, X)[0], atol=1e-6)
 
 

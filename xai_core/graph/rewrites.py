@@ -1,0 +1,129 @@
+"""Faster kernels by rewriting primitives with the shared interpreter: convolutions
+channels-last (:func:`channels_last`), and also max / min pooling gradients as dense
+elementwise work (:func:`fast_kernels`). Each replacement is a
+:data:`~xai_core.graph.interpreter.Rule`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import JaxprEqn
+
+from xai_core.graph.interpreter import Rule, _bind, _interpret
+
+
+# --------------------------------------------------------------------------- #
+# Layout: convolutions in channels-last order
+# --------------------------------------------------------------------------- #
+
+def _conv_channels_last(eqn: JaxprEqn, lhs: Any, rhs: Any) -> Any:
+    """``eqn`` (a conv_general_dilated in any layout) computed channels-last: the input
+    and kernel are transposed to NHWC / HWIO order, the result back to ``eqn``'s layout."""
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    n = len(lhs_spec) - 2
+    to_last = lambda spec: (spec[0], *spec[2:], spec[1])  # noqa: E731  (batch, spatial, feature)
+    lhs_t = jax.lax.transpose(lhs, to_last(lhs_spec))
+    rhs_t = jax.lax.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+    last = tuple(range(1, n + 1))
+    dims = jax.lax.ConvDimensionNumbers((0, n + 1, *last), (n + 1, n, *range(n)), (0, n + 1, *last))
+    out = jax.lax.conv_general_dilated(
+        lhs_t, rhs_t, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"],
+        dims, p["feature_group_count"], p["batch_group_count"], p["precision"],
+        p["preferred_element_type"])
+    return jax.lax.transpose(out, tuple(np.argsort(to_last(out_spec))))
+
+
+def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> Any:
+    """The gradient of max (min) pooling, ``select_and_scatter_add``, as dense elementwise work.
+
+    Each output cell's window is read as ``k`` strided slices of the padded operand (one per
+    window offset, row-major); a running comparison keeps the first maximum's offset, as
+    XLA's ``ge`` select does (and torch's max pooling); each offset's share of ``source``
+    is then placed back with an interior-padded ``lax.pad``, and the ``k`` shares summed.
+    Equal to the primitive up to the order of additions where windows overlap. XLA:CPU ran
+    the primitive 4.5x slower than this (ResNet-18's 3x3/2 pool on 8x112x112x64: 103 ms
+    against 23 ms; torch's forward and backward take 24 ms).
+    """
+    p = eqn.params
+    first = {"ge": lambda v, best: v > best, "le": lambda v, best: v < best}.get(p["select_prim"].name)
+    if first is None or any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
+        return _bind(eqn, [source, operand])[0]
+    fill = -jnp.inf if p["select_prim"].name == "ge" else jnp.inf
+    padded = jax.lax.pad(operand, jnp.asarray(fill, operand.dtype), [(lo, hi, 0) for lo, hi in p["padding"]])
+    strides = p["window_strides"]
+    offsets = list(itertools.product(*(range(w) for w in p["window_dimensions"])))
+    reach = [(n - 1) * s + 1 for n, s in zip(source.shape, strides)]  # extent one offset covers
+
+    def view(offset: tuple[int, ...]) -> Any:
+        return jax.lax.slice(padded, offset, [o + r for o, r in zip(offset, reach)], strides)
+
+    best, pick = view(offsets[0]), jnp.zeros(source.shape, jnp.int32)
+    for k, offset in enumerate(offsets[1:], 1):
+        v = view(offset)
+        take = first(v, best)
+        best, pick = jnp.where(take, v, best), jnp.where(take, k, pick)
+    zero = jnp.zeros((), source.dtype)
+    total = sum(jax.lax.pad(jnp.where(pick == k, source, zero), zero,
+                            [(o, size - o - r, s - 1) for o, r, s, size in zip(offset, reach, strides, padded.shape)])
+                for k, offset in enumerate(offsets))
+    return jax.lax.slice(total, [lo for lo, _ in p["padding"]],
+                         [lo + n for (lo, _), n in zip(p["padding"], operand.shape)])
+
+
+def _rewritten(fn: Callable[..., Any], rules: Mapping[str, Rule]) -> Callable[..., Any]:
+    """``fn`` traced to a jaxpr and evaluated with ``rules`` (see :func:`_interpret`)."""
+    def wrapped(*args: Any) -> Any:
+        specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), jax.numpy.result_type(a)), args)
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        outs = _interpret(closed.jaxpr, closed.consts, jax.tree.leaves(args), inline=True, rules=rules)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return wrapped
+
+
+def channels_last(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with every convolution computed in channels-last (NHWC) order.
+
+    Same values and gradients; only the layout the convolutions run in changes.
+    XLA:CPU's fast convolutions are channels-last: it converts a channels-first
+    (NCHW, torch's) convolution itself in a straight-line program, but not inside a
+    loop body (``lax.scan``, which chunked methods use), where NCHW convolutions ran
+    14x slower on a ResNet-18. The transposes this adds around each convolution
+    cancel or fuse away in XLA.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from xai_core.graph import channels_last
+        >>> conv = lambda x, w: jax.lax.conv(x, w, (1, 1), "SAME")  # NCHW / OIHW
+        >>> x, w = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 3, 3))
+        >>> bool(jnp.allclose(channels_last(conv)(x, w), conv(x, w)))
+        True
+    """
+    return _rewritten(fn, {"conv_general_dilated": _conv_channels_last})
+
+
+def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with convolutions channels-last (:func:`channels_last`) and max / min pooling
+    gradients computed as dense elementwise work instead of XLA's ``select_and_scatter``.
+
+    Same values and gradients (pooling gradients up to the order of additions where
+    windows overlap). Chunked methods run their differentiated chunk body through it
+    (``xai_core/_chunking.py``). The pooling gradient was XLA:CPU's slowest kernel in a
+    ResNet-18 backward pass: 4.5x slower than the dense form, 4.8x slower than torch's.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from xai_core.graph import fast_kernels
+        >>> pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), (2, 2), "VALID").sum()
+        >>> x = jnp.arange(16.0).reshape(4, 4)
+        >>> bool(jnp.array_equal(fast_kernels(jax.grad(pool))(x), jax.grad(pool)(x)))
+        True
+    """
+    return _rewritten(fn, {"conv_general_dilated": _conv_channels_last,
+                           "select_and_scatter_add": _select_and_scatter_add_dense})
