@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, models, repeats), default=float))
         return
+    from benchmarks.run import machine, machine_tag  # imports xai_core, which starts no backend
+
     clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "XAI_CORE_XLA_DEFAULTS")}
     root = str(Path(__file__).resolve().parents[1])
     result: dict[str, Any] = {"models": models, "repeats": repeats, "workloads": WORKLOADS}
@@ -159,7 +161,6 @@ def main(argv: list[str] | None = None) -> None:
         if done.returncode:
             raise SystemExit(f"the {variant} worker failed:\n{done.stderr[-4000:]}")
         result[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    from benchmarks.run import machine, machine_tag
     result["machine"] = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"defaults{'-quick' if args.quick else ''}-{machine_tag(result['machine'])}.json"
