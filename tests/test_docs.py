@@ -19,6 +19,8 @@ MODULES = [
     "xai_core.tokens",
     "xai_core.perturbation",
     "xai_core.registry",
+    "xai_core.rules",
+    "xai_core.rules.relu",
     "xai_core.graph",
     "xai_core.graph.interpreter",
     "xai_core.graph.cut",

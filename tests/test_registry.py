@@ -21,11 +21,13 @@ OPTIONS = {
     "smoothgrad": {"samples": 4},
     "squaregrad": {"samples": 4},
     "vargrad": {"samples": 4},
+    "guided_backprop": {},
+    "deconvnet": {},
 }
 
 
 def test_methods_lists_every_name_and_alias() -> None:
-    assert set(OPTIONS) | {"ig", "saliency", "input_x_gradient"} == set(xc.methods())
+    assert set(OPTIONS) | {"ig", "saliency", "input_x_gradient", "deconvolution"} == set(xc.methods())
 
 
 def test_unknown_method_lists_valid_names_and_closest_match() -> None:

@@ -37,6 +37,7 @@ from xai_core.gradients import (
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
+from xai_core.rules import deconvnet, guided_backprop
 from xai_core.smoothing import smoothgrad
 from xai_core.tokens import token_scores
 
@@ -47,9 +48,11 @@ __all__ = [
     "RULES",
     "attribute",
     "completeness_gap",
+    "deconvnet",
     "fixed",
     "gradient",
     "gradient_x_input",
+    "guided_backprop",
     "integrated_gradients",
     "methods",
     "occlusion",

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from xai_core import gradients, perturbation, smoothing
+from xai_core import gradients, perturbation, rules, smoothing
 from xai_core._checks import ScoreFn
 from xai_core._chunking import DEFAULT_BATCH_SIZE
 
@@ -129,3 +129,5 @@ register("occlusion", perturbation.occlusion, summary="score drop per occluded w
 register("smoothgrad", _noise_method("mean"), summary="mean over noisy inputs", needs_key=True)
 register("squaregrad", _noise_method("square"), summary="mean square over noisy inputs", needs_key=True)
 register("vargrad", _noise_method("var"), summary="variance over noisy inputs", needs_key=True)
+register("guided_backprop", rules.guided_backprop, summary="gradient with guided ReLUs (x > 0 and g > 0)")
+register("deconvnet", rules.deconvnet, summary="gradient with deconvnet ReLUs (g > 0)", aliases=("deconvolution",))

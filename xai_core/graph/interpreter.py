@@ -12,7 +12,7 @@ constructors, and dead code is never emitted). Two switches change what it emits
   remat) are bound as they are;
 - ``rules`` maps a primitive's name to a :data:`Rule`: a function of the equation and
   its input values that returns the primitive's (single) output computed its own way
-  (:mod:`xai_core.graph.rewrites`). Rules see the program's own equations and those of
+  (:mod:`xai_core.graph.rewrites`, :mod:`xai_core.rules`), or ``None`` to leave it. Rules see the program's own equations and those of
   the ``jit`` bodies it inlines, not the bodies of calls it binds.
 
 The other helpers are shared by the rewrites built on it: :func:`_run` evaluates a
@@ -97,7 +97,7 @@ def _read(env: dict, v: Any) -> Any:
 
 
 #: A replacement for one primitive: called with the equation and its input values,
-#: returns its (single) output value.
+#: returns its (single) output value, or ``None`` to leave that equation as it is.
 Rule = Callable[..., Any]
 
 
@@ -116,8 +116,9 @@ def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
         invals = [_read(env, v) for v in eqn.invars]
         body = _inner(eqn) if inline and eqn.primitive.name in _INLINE_CALLS else None
         rule = rules.get(eqn.primitive.name)
-        if rule is not None:
-            outvals = [rule(eqn, *invals)]
+        out = None if rule is None else rule(eqn, *invals)
+        if out is not None:
+            outvals = [out]
         elif body is not None and _call_name(eqn) not in keep:
             outvals = _interpret(body.jaxpr, body.consts, invals, inline=True, keep=keep,
                                  rules=rules)

@@ -1,0 +1,22 @@
+"""Rule-based attribution: the score function's program re-run with per-primitive backward rules.
+
+Every peer implements these methods by hooking framework modules, so an ``F.relu`` or an
+inline op escapes the rule (DESIGN lesson 2). Here the rules attach to operations of the
+traced program (the jaxpr), however the model was written: :mod:`xai_core.rules.engine`
+re-evaluates the program with the one interpreter of :mod:`xai_core.graph`, and each rule
+family replaces the backward pass of the operations it cares about.
+
+Methods so far: :func:`guided_backprop` and :func:`deconvnet` (:mod:`xai_core.rules.relu`).
+
+Example:
+    >>> import jax, jax.numpy as jnp, xai_core as xc
+    >>> w = jnp.array([[1.0, -1.0], [-2.0, 1.0]])
+    >>> f = lambda x: jnp.sum(jax.nn.relu(x @ w) * jnp.array([1.0, -1.0]))
+    >>> xc.guided_backprop(f)(jnp.array([1.0, 0.2]))   # the negative upstream gradient is dropped
+    Array([ 1., -2.], dtype=float32)
+"""
+
+from xai_core.rules.engine import NoRuleError, modified_gradient
+from xai_core.rules.relu import deconvnet, guided_backprop
+
+__all__ = ["NoRuleError", "deconvnet", "guided_backprop", "modified_gradient"]
