@@ -40,7 +40,7 @@ from xai_core.inputs import Fixed, fixed
 
 from ._base import Model, register_model_pytree
 
-__all__ = ["TextModel"]
+__all__ = ["TextModel", "check_replacement"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,14 @@ class TextModel(Model):
 
 
 register_model_pytree(TextModel)
+
+
+def check_replacement(layer: str, calls: int, computed: Sequence[int], given: Sequence[int]) -> None:
+    """Errors of an adapter that replaces embedding layer ``layer``'s output (a batch of one,
+    of shape ``computed``) by given embeddings of one example (``given``), on its ``calls``-th run."""
+    if calls > 1:
+        raise ValueError(f"the embedding layer {layer!r} runs more than once per forward, so its output "
+                         "cannot be replaced by one input; name another layer with embedding='...'.")
+    if tuple(computed) != (1, *given):
+        raise ValueError(f"embeddings of shape {tuple(given)} given, but the embedding layer {layer!r} "
+                         f"computes {tuple(computed[1:])} for one example; make them with m.inputs(ids).")

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._text import check_replacement
+
 def _example(torch: Any, example_input: Any, name: str) -> tuple[Any, Any]:
     """The example batch as tensors (one, a tuple, or a dict: a tokenizer's BatchEncoding
     too), and one example's ``ShapeDtypeStruct``s in the same structure."""
@@ -96,14 +98,7 @@ class _Replacement:
 
         def hook(mod: Any, args: Any, out: Any) -> Any:
             calls.append(out)
-            if len(calls) > 1:
-                raise ValueError(f"the embedding module {self.name!r} runs more than once per forward, "
-                                 "so its output cannot be replaced by one input; name another "
-                                 "module with embedding='...'.")
-            if tuple(out.shape) != (1, *embeddings.shape):
-                raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} given, but the "
-                                 f"embedding module {self.name!r} computes {tuple(out.shape[1:])} "
-                                 "for one example; make them with m.inputs(ids).")
+            check_replacement(self.name, len(calls), out.shape, embeddings.shape)
             return Tensor(embeddings[None].astype(out.jax().dtype), env)
 
         handle = self.module.register_forward_hook(hook)

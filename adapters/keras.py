@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from ._base import Model, OutputMode, mark_batch_of_one
 from ._keras_load import _check_model, _import_keras, _load
 from ._shapes import _is_shape
-from ._text import TextModel
+from ._text import TextModel, check_replacement
 
 __all__ = ["from_keras"]
 
@@ -54,14 +54,7 @@ def _marking(call: Callable[..., Any], name: str, value: Any = None) -> Callable
         out = call(*args, **kwargs)
         if value is not None:
             calls.append(1)
-            if len(calls) > 1:
-                raise ValueError(f"the embedding layer {name!r} runs more than once per call, so its "
-                                 "output cannot be replaced by one input; name another layer with "
-                                 "embedding='...'.")
-            if tuple(out.shape) != (1, *value.shape):
-                raise ValueError(f"embeddings of shape {tuple(value.shape)} given, but the embedding "
-                                 f"layer {name!r} computes {tuple(out.shape[1:])} for one example; "
-                                 "make them with m.inputs(ids).")
+            check_replacement(name, len(calls), out.shape, value.shape)
             out = value[None].astype(out.dtype)
         return mark_batch_of_one(out, name)
 

@@ -56,7 +56,12 @@ def torch_resnet18(num_classes: int = 1000, seed: int = 0, width: int = 64) -> n
     layer by layer (logits of order 0.1), and a float32 input gradient was 1.3e-3 away from
     the float64 one, in torch and in JAX alike; with this init it is 8e-7."""
     torch.manual_seed(seed)
-    model = ResNet18(num_classes, width)
+    return _initialised(ResNet18(num_classes, width))
+
+
+def _initialised(model: nn.Module) -> nn.Module:
+    """torchvision's conv init (Kaiming normal, fan-out, ReLU gain) and non-trivial BatchNorm
+    statistics, drawn from torch's global generator; in eval mode."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
@@ -88,12 +93,4 @@ class SmallResNet(nn.Module):
 def torch_small_resnet(num_classes: int = 10, seed: int = 0, width: int = 32) -> nn.Module:
     """:class:`SmallResNet` with random weights, initialised as :func:`torch_resnet18`, in eval mode."""
     torch.manual_seed(seed)
-    model = SmallResNet(num_classes, width)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return _initialised(SmallResNet(num_classes, width))
