@@ -113,12 +113,6 @@ class TextModel(Model):
         Works under ``jax.vmap`` over a padded batch."""
         return {"embeddings": self.embed(inputs), "inputs": fixed(inputs)}
 
-    def ids(self, x: Any) -> jax.Array:
-        """The token ids of one example (``x`` from :meth:`inputs`, or the inputs themselves)."""
-        inputs = x["inputs"] if isinstance(x, dict) and "embeddings" in x else x
-        inputs = inputs.value if isinstance(inputs, Fixed) else inputs
-        return jax.tree.leaves(inputs)[self._text.ids_leaf]
-
     def baseline(self, x: Any, token: int | None = None, keep: Sequence[int] = ()) -> dict[str, Any]:
         """The IG / DeepLift baseline of ``x``: every token's embedding replaced by that of
         ``token`` (default :attr:`pad_id`; a ``[MASK]`` id is the other common choice), except

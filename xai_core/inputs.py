@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from xai_core._checks import check_input
+
 __all__ = ["Fixed", "fixed"]
 
 
@@ -102,8 +104,6 @@ class Inputs:
 
 def split_inputs(x: Any, method: str) -> Inputs:
     """Split ``x`` into attributed leaves (checked: floating point, finite) and fixed ones."""
-    from xai_core._checks import check_input
-
     outer, treedef = jax.tree.flatten(x, is_leaf=_is_fixed)
     if not outer:
         raise ValueError(f"{method}: x holds no arrays (got {x!r}); pass an array or a pytree of arrays.")
