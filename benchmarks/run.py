@@ -527,17 +527,20 @@ def time_to_accuracy(setup: Setup) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` says where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def machine() -> dict[str, Any]:
     import captum
     import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     dev = jax.devices()[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax_device": dev.device_kind,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "jax_device": dev.device_kind,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "versions": {"xai_core": xc.__version__, "jax": jax.__version__, "torch": torch.__version__,
                          "captum": captum.__version__, "python": platform.python_version()},

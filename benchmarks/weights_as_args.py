@@ -215,14 +215,10 @@ def worker(pattern: str, method: str, size: int, repeats: int, recompile: bool) 
 def machine() -> dict[str, Any]:
     import jaxlib
     import keras
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+
+    from benchmarks.run import cpu_name
     dev = jax.devices()[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax_device": dev.device_kind,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "jax_device": dev.device_kind,
             "gpu": dev.device_kind if dev.platform == "gpu" else None,
             "versions": {"xai_core": xc.__version__, "jax": jax.__version__,
                          "jaxlib": jaxlib.__version__,

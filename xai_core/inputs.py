@@ -104,19 +104,17 @@ class Inputs:
 
 def split_inputs(x: Any, method: str) -> Inputs:
     """Split ``x`` into attributed leaves (checked: floating point, finite) and fixed ones."""
-    outer, treedef = jax.tree.flatten(x, is_leaf=_is_fixed)
+    outer, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=_is_fixed)
     if not outer:
         raise ValueError(f"{method}: x holds no arrays (got {x!r}); pass an array or a pytree of arrays.")
-    slots = [node if _is_fixed(node) else None for node in outer]
-    leaves = [n for n in outer if not _is_fixed(n)]
-    if not leaves:
+    slots = [node if _is_fixed(node) else None for _, node in outer]
+    attributed = [(path, n) for path, n in outer if not _is_fixed(n)]
+    if not attributed:
         raise ValueError(f"{method}: every input of x is marked fixed, so there is nothing to "
                          "attribute; leave at least one array unwrapped.")
     single = treedef.num_leaves == 1 and treedef.num_nodes == 1
-    where = [""] if single else [jax.tree_util.keystr(p) for p, n in
-                                 jax.tree_util.tree_flatten_with_path(x, is_leaf=_is_fixed)[0]
-                                 if not _is_fixed(n)]
-    checked = [check_input(a, method, where=w) for a, w in zip(leaves, where)]
+    checked = [check_input(a, method, where="" if single else jax.tree_util.keystr(path))
+               for path, a in attributed]
     return Inputs(checked, treedef, slots, single)
 
 

@@ -10,13 +10,9 @@ map (white at zero to dark red).
 
 Example:
     >>> import numpy as np
-    >>> from xai_core.viz import heatmap, overlay, save_grid, save_text
-    >>> a = np.zeros((8, 8, 3), np.float32); a[2, 2] = 1.0; a[5, 5] = -1.0
-    >>> rgb = heatmap(a)  # Red where a > 0, blue where a < 0, white at 0.
-    >>> rgb[2, 2].tolist(), rgb[5, 5].tolist(), rgb[0, 0].tolist()
-    ([103, 0, 31], [5, 48, 97], [255, 255, 255])
-    >>> img = np.full((8, 8, 3), 0.5, np.float32)
-    >>> path = save_grid([[img, heatmap(a), overlay(img, a)]], "/tmp/xai_grid.png")
+    >>> from xai_core.viz import heatmap, save_text  # images: see xai_core.viz.images
+    >>> heatmap(np.array([[1.0, -1.0]]), channel_axis=None)[0].tolist()  # red +, blue -
+    [[103, 0, 31], [5, 48, 97]]
     >>> path = save_text(["un", "##fair", "film"], [-0.5, -0.2, 0.1], "/tmp/xai_text.html")
 """
 
