@@ -37,7 +37,8 @@ from xai_core.gradients import (
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
-from xai_core.rules import deconvnet, guided_backprop
+from xai_core.rules import deconvnet, deeplift, guided_backprop
+from xai_core.shap import deeplift_shap, gradient_shap
 from xai_core.smoothing import smoothgrad
 from xai_core.tokens import token_scores
 
@@ -49,8 +50,11 @@ __all__ = [
     "attribute",
     "completeness_gap",
     "deconvnet",
+    "deeplift",
+    "deeplift_shap",
     "fixed",
     "gradient",
+    "gradient_shap",
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",

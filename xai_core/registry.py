@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from xai_core import gradients, perturbation, rules, smoothing
+from xai_core import gradients, perturbation, rules, shap, smoothing
 from xai_core._checks import ScoreFn
 from xai_core._chunking import DEFAULT_BATCH_SIZE
 
@@ -131,3 +131,7 @@ register("squaregrad", _noise_method("square"), summary="mean square over noisy 
 register("vargrad", _noise_method("var"), summary="variance over noisy inputs", needs_key=True)
 register("guided_backprop", rules.guided_backprop, summary="gradient with guided ReLUs (x > 0 and g > 0)")
 register("deconvnet", rules.deconvnet, summary="gradient with deconvnet ReLUs (g > 0)", aliases=("deconvolution",))
+register("deeplift", rules.deeplift, summary="DeepLift, rescale rule (sums to f(x) - f(x0))")
+register("deeplift_shap", shap.deeplift_shap, summary="DeepLift averaged over a baseline set")
+register("gradient_shap", shap.gradient_shap, summary="expected gradients over a baseline set", needs_key=True,
+         aliases=("expected_gradients",))

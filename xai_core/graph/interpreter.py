@@ -103,11 +103,13 @@ Rule = Callable[..., Any]
 
 def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
                inline: bool, keep: Collection[str] = KEEP_CALLS,
-               rules: Mapping[str, Rule] | None = None) -> list[Any]:
+               rules: Mapping[str, Rule] | None = None, env: dict | None = None) -> list[Any]:
     """Evaluate ``jaxpr``; with ``inline``, evaluate jit bodies instead of binding them;
-    ``rules`` computes the primitives it names its own way (:func:`fast_kernels`)."""
+    ``rules`` computes the primitives it names its own way (:func:`fast_kernels`).
+    ``env``, if given, is the dict the values of ``jaxpr``'s variables are kept in, so a
+    rule can read values other than its equation's inputs (:mod:`xai_core.rules`)."""
     rules = rules or {}
-    env: dict = {}
+    env = {} if env is None else env
     for v, x in zip(jaxpr.constvars, consts):
         env[v] = x
     for v, x in zip(jaxpr.invars, args):

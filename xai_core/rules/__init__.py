@@ -6,7 +6,8 @@ traced program (the jaxpr), however the model was written: :mod:`xai_core.rules.
 re-evaluates the program with the one interpreter of :mod:`xai_core.graph`, and each rule
 family replaces the backward pass of the operations it cares about.
 
-Methods so far: :func:`guided_backprop` and :func:`deconvnet` (:mod:`xai_core.rules.relu`).
+Methods: :func:`guided_backprop` and :func:`deconvnet` (:mod:`xai_core.rules.relu`),
+:func:`deeplift` (:mod:`xai_core.rules.deeplift`; :func:`xai_core.deeplift_shap` builds on it).
 
 Example:
     >>> import jax, jax.numpy as jnp, xai_core as xc
@@ -16,7 +17,8 @@ Example:
     Array([ 1., -2.], dtype=float32)
 """
 
+from xai_core.rules.deeplift import deeplift
 from xai_core.rules.engine import NoRuleError, modified_gradient
 from xai_core.rules.relu import deconvnet, guided_backprop
 
-__all__ = ["NoRuleError", "deconvnet", "guided_backprop", "modified_gradient"]
+__all__ = ["NoRuleError", "deconvnet", "deeplift", "guided_backprop", "modified_gradient"]
