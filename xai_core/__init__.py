@@ -37,7 +37,7 @@ from xai_core.gradients import (
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
-from xai_core.rules import deconvnet, deeplift, guided_backprop
+from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp
 from xai_core.shap import deeplift_shap, gradient_shap
 from xai_core.smoothing import smoothgrad
 from xai_core.tokens import token_scores
@@ -58,6 +58,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "lrp",
     "methods",
     "occlusion",
     "path_rule",

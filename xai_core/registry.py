@@ -135,3 +135,4 @@ register("deeplift", rules.deeplift, summary="DeepLift, rescale rule (sums to f(
 register("deeplift_shap", shap.deeplift_shap, summary="DeepLift averaged over a baseline set")
 register("gradient_shap", shap.gradient_shap, summary="expected gradients over a baseline set", needs_key=True,
          aliases=("expected_gradients",))
+register("lrp", rules.lrp, summary="layer-wise relevance propagation with a composite of rules")

@@ -7,7 +7,8 @@ re-evaluates the program with the one interpreter of :mod:`xai_core.graph`, and 
 family replaces the backward pass of the operations it cares about.
 
 Methods: :func:`guided_backprop` and :func:`deconvnet` (:mod:`xai_core.rules.relu`),
-:func:`deeplift` (:mod:`xai_core.rules.deeplift`; :func:`xai_core.deeplift_shap` builds on it).
+:func:`deeplift` (:mod:`xai_core.rules.deeplift`; :func:`xai_core.deeplift_shap` builds on it),
+:func:`lrp` with its rules and composites (:mod:`xai_core.rules.lrp`).
 
 Example:
     >>> import jax, jax.numpy as jnp, xai_core as xc
@@ -17,8 +18,20 @@ Example:
     Array([ 1., -2.], dtype=float32)
 """
 
+from xai_core.rules.composites import (
+    COMPOSITES,
+    Composite,
+    epsilon_alpha2_beta1,
+    epsilon_gamma_box,
+    epsilon_plus_flat,
+)
 from xai_core.rules.deeplift import deeplift
 from xai_core.rules.engine import NoRuleError, modified_gradient
+from xai_core.rules.lrp import lrp
+from xai_core.rules.lrp_rules import Rule, alpha_beta, epsilon, flat, gamma, wsquare, zbox, zero, zplus
 from xai_core.rules.relu import deconvnet, guided_backprop
 
-__all__ = ["NoRuleError", "deconvnet", "deeplift", "guided_backprop", "modified_gradient"]
+__all__ = [
+    "COMPOSITES", "Composite", "NoRuleError", "Rule", "alpha_beta", "deconvnet", "deeplift", "epsilon",
+    "epsilon_alpha2_beta1", "epsilon_gamma_box", "epsilon_plus_flat", "flat", "gamma", "lrp", "wsquare",
+    "zbox", "zero", "zplus", "guided_backprop", "modified_gradient"]
