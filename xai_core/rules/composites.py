@@ -59,8 +59,9 @@ class Composite:
 
 
 def uniform(rule: Rule, stabilizer: float = 1e-6) -> Composite:
-    """``rule`` for every dense and convolution; ``epsilon(stabilizer)`` for the rest."""
-    return Composite(dense=rule, conv=rule, other=epsilon(stabilizer))
+    """``rule`` for every dense and convolution; for the rest ``rule`` too if it is epsilon or
+    LRP-0 (so ``"zero"`` is LRP-0 throughout), else ``epsilon(stabilizer)``."""
+    return Composite(dense=rule, conv=rule, other=rule if rule.name in ("epsilon", "zero") else epsilon(stabilizer))
 
 
 def epsilon_plus_flat(epsilon_: float = 1e-6, stabilizer: float = 1e-6) -> Composite:

@@ -114,7 +114,7 @@ def _relay(backward: Callable[[Any, Any, jax.Array], Any], z: jax.Array, carried
 def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array], sink: jax.Array) -> jax.Array:
     """The score at ``xs``; its backward pass from the score's value is the relevance."""
     env: dict = {}
-    stabilizer = dict(composite.other.params).get("eps", 1e-6)
+    stabilizer = dict(composite.other.params).get("eps", 0.0 if composite.other.name == "zero" else 1e-6)
 
     def rule(eqn: JaxprEqn, *invals: Any) -> Any:
         key = id(eqn)
@@ -130,7 +130,8 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
                 for i, o in zip(deps, ops):
                     vals[i] = o
                 _, vjp = jax.vjp(lambda *o: _bind(eqn, [*o])[0], *vals)
-                grads = vjp(R / stabilize(_bind(eqn, vals)[0], stabilizer))
+                total = _bind(eqn, vals)[0]
+                grads = vjp(jnp.where(total == 0, 0, R / jnp.where(total == 0, 1, stabilize(total, stabilizer))))
                 return [(vals[i] * grads[i]).astype(vals[i].dtype) for i in deps]
 
             others = [jnp.asarray(sg(v)) for v in invals]

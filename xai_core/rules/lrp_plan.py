@@ -126,8 +126,8 @@ def plan(jaxpr: Any) -> Plan:
             continue
         r = eqn.outvars[0]
         post = _prefix(r, p, outvars)
-        if post:
-            prefix_end[r] = post[-1].outvars[0]
+        if post:  # every value along the prefix passes its relevance on to the prefix's end
+            prefix_end.update({v: post[-1].outvars[0] for v in [r, *(e.outvars[0] for e in post)]})
             in_prefix.update(id(e) for e in post)
         end = post[-1] if post else eqn
         if name in _WEIGHTED and len(deps) == 1:
