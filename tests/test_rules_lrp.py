@@ -246,3 +246,20 @@ def test_three_ways_of_writing_a_model_give_one_lrp_map(x64: None) -> None:
         maps = {s: ours_batched(n, xs, targets, composite) for s, n in nets.items()}
         for style in ("functional", "reused"):
             assert rel(maps[style], maps["modules"]) < 1e-6, (composite, style)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_tiny_vit_through_from_torch_conserves(bias: bool, x64: None) -> None:
+    from vit_model import TinyViT
+
+    torch.manual_seed(0)
+    net = TinyViT(bias).double().eval()
+    xs = images(1, 16)
+    m = from_torch(net, xs)
+    x = jnp.asarray(xs.numpy()[0])
+    for t in range(2):
+        r, absorbed = xc.lrp(m.score(t), xc.rules.epsilon(1e-12), absorbed=True)(x)
+        score = float(m.logits(x)[t])
+        assert abs(float(r.sum() + absorbed) - score) < 1e-9
+        if not bias:  # nothing absorbs: the input's relevance is the score
+            assert abs(float(r.sum()) - score) < 1e-6 * max(1.0, abs(score))
