@@ -193,3 +193,18 @@ def test_three_ways_of_writing_a_model_give_one_deeplift_map_and_captums_differ(
     assert rel(ours["modules"], theirs["modules"]) < 1e-6
     change = (nets["modules"](xs) - nets["modules"](x0)).detach().numpy()[[0, 1], targets]
     assert np.abs(ours["modules"].sum(axis=(1, 2, 3)) - change).max() < 1e-8 * np.abs(change).max()
+
+
+def test_remat_is_walked_into_and_a_scan_is_an_error(x64: None) -> None:
+    w = jax.random.normal(jax.random.key(0), (3, 3), jnp.float64)
+    block = jax.checkpoint(lambda h: jax.nn.relu(h @ w))
+    f = lambda x: jnp.sum(block(block(x)))  # noqa: E731
+    x = jnp.array([1.0, -2.0, 3.0], jnp.float64)
+    assert abs(float(xc.completeness_gap(f, x, xc.deeplift(f)(x)))) < 1e-12
+    plain = lambda x: jnp.sum(jax.nn.relu(jax.nn.relu(x @ w) @ w))  # noqa: E731
+    np.testing.assert_allclose(xc.deeplift(f)(x), xc.deeplift(plain)(x), rtol=1e-12)
+    np.testing.assert_allclose(xc.lrp(f, "epsilon")(x), xc.lrp(plain, "epsilon")(x), rtol=1e-12)
+    looped = lambda x: jax.lax.scan(lambda c, _: (jax.nn.relu(c @ w), None), x, None, length=2)[0].sum()  # noqa: E731
+    for method in (xc.deeplift, xc.lrp):
+        with pytest.raises(NoRuleError, match="'scan' whose body .* does not enter"):
+            method(looped)(x)

@@ -43,6 +43,9 @@ _INLINE_CALLS = frozenset({"jit", "pjit", "closed_call", "core_call"})
 # Remat (jax.checkpoint / nn.remat): its body can be cut and re-emitted under remat.
 _REMAT = frozenset({"checkpoint", "remat", "remat2"})
 _REBUILDABLE_CALLS = _REMAT | _INLINE_CALLS
+#: What the rule methods inline: a remat's body is the same computation (only its memory
+#: schedule differs), and its equations need their rules.
+RULE_CALLS = _REBUILDABLE_CALLS
 # Looked into (never inlined) when matching an activation.
 _CALL_LIKE = _REBUILDABLE_CALLS | {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
 
@@ -103,11 +106,13 @@ Rule = Callable[..., Any]
 
 def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
                inline: bool, keep: Collection[str] = KEEP_CALLS,
-               rules: Mapping[str, Rule] | None = None, env: dict | None = None) -> list[Any]:
+               rules: Mapping[str, Rule] | None = None, env: dict | None = None,
+               calls: Collection[str] = _INLINE_CALLS) -> list[Any]:
     """Evaluate ``jaxpr``; with ``inline``, evaluate jit bodies instead of binding them;
     ``rules`` computes the primitives it names its own way (:func:`fast_kernels`).
     ``env``, if given, is the dict the values of ``jaxpr``'s variables are kept in, so a
-    rule can read values other than its equation's inputs (:mod:`xai_core.rules`)."""
+    rule can read values other than its equation's inputs (:mod:`xai_core.rules`). ``calls``
+    names the call primitives ``inline`` evaluates (the ``jit`` family by default)."""
     rules = rules or {}
     env = {} if env is None else env
     for v, x in zip(jaxpr.constvars, consts):
@@ -116,14 +121,14 @@ def _interpret(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], *,
         env[v] = x
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
-        body = _inner(eqn) if inline and eqn.primitive.name in _INLINE_CALLS else None
+        body = _inner(eqn) if inline and eqn.primitive.name in calls else None
         rule = rules.get(eqn.primitive.name)
         out = None if rule is None else rule(eqn, *invals)
         if out is not None:
             outvals = [out]
         elif body is not None and _call_name(eqn) not in keep:
             outvals = _interpret(body.jaxpr, body.consts, invals, inline=True, keep=keep,
-                                 rules=rules)
+                                 rules=rules, calls=calls)
         else:
             outvals = _bind(eqn, invals)
         for v, x in zip(eqn.outvars, outvals):
@@ -156,7 +161,7 @@ def _run(eqns: Sequence[JaxprEqn], env: dict) -> dict:
 
 def trace(fn: Callable[..., Any], *example_args: Any,
           keep: Collection[str] = KEEP_CALLS,
-          return_shape: bool = False) -> ClosedJaxpr | tuple[ClosedJaxpr, Any]:
+          return_shape: bool = False, calls: Collection[str] = _INLINE_CALLS) -> ClosedJaxpr | tuple[ClosedJaxpr, Any]:
     """Trace ``fn(*example_args)`` to a ClosedJaxpr with nested ``jit`` calls inlined.
 
     Calls named in ``keep`` (default ``softmax`` / ``log_softmax``) stay calls, and
@@ -178,5 +183,5 @@ def trace(fn: Callable[..., Any], *example_args: Any,
     jaxpr, consts = closed.jaxpr, closed.consts
     keep = frozenset(keep)
     flat = jax.make_jaxpr(
-        lambda *a: _interpret(jaxpr, consts, a, inline=True, keep=keep))(*_specs(jaxpr))
+        lambda *a: _interpret(jaxpr, consts, a, inline=True, keep=keep, calls=calls))(*_specs(jaxpr))
     return (flat, out_shape) if return_shape else flat

@@ -43,10 +43,10 @@ from jax.extend.core import JaxprEqn, Literal
 from xai_core._checks import ScoreFn, checked_score
 from xai_core.graph import trace
 from xai_core.gradients import baselines
-from xai_core.graph.interpreter import _bind, _interpret, _read
+from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
 from xai_core.inputs import Inputs, split_inputs
 from xai_core.rules.analysis import (
-    BILINEAR, MAXIMA, STRUCTURAL, SUMS, Program, analyse, describe, elementwise, is_float, operands,
+    BILINEAR, MAXIMA, STRUCTURAL, SUMS, Program, analyse, describe, elementwise, is_float, no_rule, operands,
 )
 from xai_core.rules.engine import NoRuleError
 
@@ -82,7 +82,7 @@ def _plan(p: Program) -> dict[int, str]:
         elif elementwise(eqn):
             missing.append((eqn, "an elementwise operation of two different activations with no exact rule"))
         else:
-            missing.append((eqn, "no DeepLift rule for this primitive"))
+            missing.append((eqn, no_rule(eqn, "DeepLift")))
     if missing:
         raise NoRuleError("deeplift has no rule for these input-dependent operations, and will not fall "
                           "back to their plain gradient:\n" + describe(missing, p) + "\nRewrite that part "
@@ -175,7 +175,7 @@ def multipliers(score_fn: ScoreFn, method: str = "deeplift") -> Callable[[Inputs
     score = checked_score(score_fn, method)
 
     def run(inputs: Inputs, xs: list[jax.Array], x0s: list[jax.Array]) -> list[jax.Array]:
-        closed = trace(lambda leaves: score(inputs.score_input(leaves)), xs)
+        closed = trace(lambda leaves: score(inputs.score_input(leaves)), xs, calls=RULE_CALLS)
         p = analyse(closed.jaxpr)
         return jax.grad(lambda ls: _run(p, list(closed.consts), ls, x0s))(xs)
 

@@ -28,7 +28,7 @@ from jax.extend.core import JaxprEqn
 
 from xai_core._checks import ScoreFn, checked_score
 from xai_core.graph import trace
-from xai_core.graph.interpreter import _bind, _interpret, _read
+from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
 from xai_core.inputs import split_inputs
 from xai_core.rules.composites import Composite, resolve
 from xai_core.rules.analysis import operands
@@ -186,7 +186,7 @@ def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_fla
 
     def attribution(x: Any) -> Any:
         inputs = split_inputs(x, "lrp")
-        closed = trace(lambda leaves: score(inputs.score_input(leaves)), inputs.leaves)
+        closed = trace(lambda leaves: score(inputs.score_input(leaves)), inputs.leaves, calls=RULE_CALLS)
         pl = plan(closed.jaxpr)
         sink = jnp.zeros((), jnp.result_type(*inputs.leaves))
         value, pull = jax.vjp(lambda ls, k: _run(pl, chosen, list(closed.consts), ls, k), inputs.leaves, sink)

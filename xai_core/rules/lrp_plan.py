@@ -28,7 +28,7 @@ from jax.extend.core import JaxprEqn, Literal, Var
 
 from xai_core.graph.interpreter import _call_name
 from xai_core.rules.analysis import (
-    MAXIMA, STRUCTURAL, SUMS, Program, analyse, describe, is_float, operands,
+    MAXIMA, STRUCTURAL, SUMS, Program, analyse, describe, is_float, no_rule, operands,
 )
 from xai_core.rules.engine import NoRuleError
 
@@ -152,7 +152,7 @@ def plan(jaxpr: Any) -> Plan:
         else:
             why = ("a product of two activations, neither of them a softmax, sigmoid or normalizer; LRP has no "
                    "conservative rule for it (wrap the factor that is a weight in jax.lax.stop_gradient)"
-                   if name in _WEIGHTED | {"mul", "div"} else "no LRP rule for this primitive")
+                   if name in _WEIGHTED | {"mul", "div"} else no_rule(eqn, "LRP"))
             missing.append((eqn, why))
     for v in p.outputs:
         eqn = made_by[v]
