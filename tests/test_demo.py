@@ -102,6 +102,7 @@ def test_explain_reports_ig_gap_and_localization(tiny: TrainedModel) -> None:
     assert set(maps) == set(METHODS) and all(a.shape == (2, 16, 16, 3) for a in maps.values())
     by_name = {r.method: r for r in reports}
     assert by_name["integrated_gradients"].gap is not None and by_name["gradient"].gap is None
+    assert by_name["deeplift"].gap is not None and by_name["deeplift"].gap < 1e-5  # summation to delta
     assert all(0.0 <= r.localization <= 1.0 and 0.0 < r.uniform < 1.0 for r in reports)
     assert "integrated_gradients" in format_table(reports, 2)
 

@@ -23,11 +23,15 @@ OPTIONS = {
     "vargrad": {"samples": 4},
     "guided_backprop": {},
     "deconvnet": {},
+    "deeplift": {"baseline": 0.1},
+    "deeplift_shap": {"baselines": np.full((2, 6, 6, 3), 0.1, np.float32)},
+    "gradient_shap": {"baselines": np.full((2, 6, 6, 3), 0.1, np.float32), "samples": 4},
+    "lrp": {"composite": "epsilon_plus_flat"},
 }
 
 
 def test_methods_lists_every_name_and_alias() -> None:
-    assert set(OPTIONS) | {"ig", "saliency", "input_x_gradient", "deconvolution"} == set(xc.methods())
+    assert set(OPTIONS) | {"ig", "saliency", "input_x_gradient", "deconvolution", "expected_gradients"} == set(xc.methods())
 
 
 def test_unknown_method_lists_valid_names_and_closest_match() -> None:

@@ -279,6 +279,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
         {"samples": 16, "sigma": 0.15, "base": "ig", "base_options": {"steps": 16, "rule": "gauss_legendre", "baseline": GREY}},
     ),
     "occlusion": ("occlusion", {"window": (8, 8, 3), "stride": (4, 4, 3), "baseline": GREY}),
+    "guided_backprop": ("guided_backprop", {}),
+    "deeplift": ("deeplift", {"baseline": GREY}),
+    "lrp": ("lrp", {"composite": "epsilon_plus_flat"}),
 }
 """What the demo runs: column label -> (method name, options for :func:`xai_core.attribute`)."""
 
@@ -299,7 +302,7 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
 
     Each method runs as one jitted, vmapped program over the images (per-image traced
     targets); returns the maps and, per method, times, the median relative completeness gap
-    ``|sum(a) - (f(x) - f(x0))| / |f(x) - f(x0)|`` (IG only) and the mean localization
+    ``|sum(a) - (f(x) - f(x0))| / |f(x) - f(x0)|`` (IG and DeepLift) and the mean localization
     against the object masks next to the uniform map's share.
     """
     from xai_core.adapters import from_flax
@@ -319,7 +322,7 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
         a = compiled(xs, ts, keys).block_until_ready()
         seconds = time.perf_counter() - start
         gap = None
-        if method == "integrated_gradients":
+        if method in ("integrated_gradients", "deeplift"):
             def relative_gap(x: jax.Array, t: jax.Array, a: jax.Array) -> jax.Array:
                 score = model.score(t)
                 change = score(x) - score(jnp.full_like(x, options["baseline"]))
