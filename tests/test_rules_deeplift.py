@@ -208,3 +208,17 @@ def test_remat_is_walked_into_and_a_scan_is_an_error(x64: None) -> None:
     for method in (xc.deeplift, xc.lrp):
         with pytest.raises(NoRuleError, match="'scan' whose body .* does not enter"):
             method(looped)(x)
+
+
+def test_overlapping_max_pool_conserves_where_captums_rule_does_not(x64: None) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
+                              torch.nn.Flatten(), torch.nn.Linear(6 * 8 * 8, 5)).double().eval()
+    x, x0 = images(1), images(1, seed=7) * 0.5
+    change = float(net(x)[0, 2] - net(x0)[0, 2])
+    ours = xc.deeplift(from_torch(net, x).score(2), baseline=jnp.asarray(x0.numpy()[0]))(jnp.asarray(x.numpy()[0]))
+    theirs = captum_attr.DeepLift(net).attribute(x, baselines=x0, target=2).detach().numpy()
+    print(f"\noverlapping 3x3/2 max-pool: gap / change, ours {abs(float(ours.sum()) - change) / abs(change):.1e}, "
+          f"Captum {abs(theirs.sum() - change) / abs(change):.1e}")
+    assert abs(float(ours.sum()) - change) < 1e-8 * abs(change)
+    assert abs(theirs.sum() - change) > 1e-3 * abs(change)

@@ -20,10 +20,12 @@ gradients, and the attribution is ``a = (x - x0) * m``. Every rule below satisfi
   DeepExplainer (``shap/explainers/_deep/deep_tf.py``, ``maxpool``), which routes
   ``max(y, y0) - y0`` to the input's arg-max and ``y - max(y, y0)`` to the baseline's, and
   divides by the input's ``Δ`` there, so the window's ``Δout`` is conserved. Captum's
-  ``maxpool`` rule routes the same way (our maps agree to 1e-13 on ``nn.MaxPool2d`` models,
-  tested); where ``|Δin| < 1e-10`` Captum keeps the gradient and we give 0, as SHAP does.
-  Captum applies it only to ``nn.MaxPool`` modules: ``F.max_pool2d``, ``torch.amax`` or a
-  ``jnp.max`` keep their plain gradient there, and its map changes (tested).
+  ``maxpool`` rule routes the same way and agrees on non-overlapping pools (1e-13 on
+  ``nn.MaxPool2d(2)`` models, tested); on overlapping windows (ResNet's 3x3 stride-2 pool) its
+  ``max_unpool`` keeps one window's share where windows share an arg-max, and its
+  convergence delta was 8% of the score change on a small model and 67% on a ResNet-18
+  (float64, random baseline), ours 1e-15 (tested). Where ``|Δin| < 1e-10`` Captum keeps the
+  gradient and we give 0, as SHAP does. Captum applies it only to ``nn.MaxPool`` modules.
 
 Anything else that depends on the input (a sort, an index computed from the input, a
 ``select`` between two different activations) raises :class:`~xai_core.rules.NoRuleError`
@@ -41,7 +43,7 @@ from jax import lax
 from jax.extend.core import JaxprEqn, Literal
 
 from xai_core._checks import ScoreFn, checked_score
-from xai_core.graph import trace
+from xai_core.graph import fast_kernels, trace
 from xai_core.gradients import baselines
 from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
 from xai_core.inputs import Inputs, split_inputs
@@ -177,7 +179,8 @@ def multipliers(score_fn: ScoreFn, method: str = "deeplift") -> Callable[[Inputs
     def run(inputs: Inputs, xs: list[jax.Array], x0s: list[jax.Array]) -> list[jax.Array]:
         closed = trace(lambda leaves: score(inputs.score_input(leaves)), xs, calls=RULE_CALLS)
         p = analyse(closed.jaxpr)
-        return jax.grad(lambda ls: _run(p, list(closed.consts), ls, x0s))(xs)
+        grad = lambda xs, x0s: jax.grad(lambda ls: _run(p, list(closed.consts), ls, x0s))(xs)  # noqa: E731
+        return fast_kernels(grad)(xs, x0s)
 
     return run
 

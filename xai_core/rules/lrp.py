@@ -27,7 +27,7 @@ from jax import lax
 from jax.extend.core import JaxprEqn
 
 from xai_core._checks import ScoreFn, checked_score
-from xai_core.graph import trace
+from xai_core.graph import fast_kernels, trace
 from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
 from xai_core.inputs import split_inputs
 from xai_core.rules.composites import Composite, resolve
@@ -68,19 +68,20 @@ def _affine(chain: Chain, aux: dict[str, Any]) -> Affine:
         def P(u: jax.Array) -> jax.Array:
             return post(u, reshapes_only=True)
 
-        if W is None:  # non-negative unit weights: W+ = W, W- = 0
-            plus = one = square = P(base(v))
-            minus = 0 * plus
-        else:
-            plus, minus = P(base(v, jnp.maximum(W, 0))), P(base(v, jnp.minimum(W, 0)))
-            one, square = P(base(v, jnp.ones_like(W))), P(base(v, W * W))
-        if which == "1":
-            return one
-        if s is None:
-            return {"w": plus + minus, "w+": plus, "w-": minus, "w2": square}[which]
-        sp, sn = jnp.maximum(s, 0), jnp.minimum(s, 0)
-        return {"w": s * (plus + minus), "w+": sp * plus + sn * minus, "w-": sp * minus + sn * plus,
-                "w2": s * s * square}[which]
+        def part(w: str) -> jax.Array:  # L(v; W_w) in z's layout; no weight: non-negative unit weights
+            if W is None:
+                return 0 * P(base(v)) if w == "w-" else P(base(v))
+            return P(base(v, {"w": W, "w+": jnp.maximum(W, 0), "w-": jnp.minimum(W, 0), "1": jnp.ones_like(W),
+                              "w2": W * W}[w]))
+
+        if which == "1" or s is None:
+            return part(which)
+        if which == "w":
+            return s * part("w")
+        if which == "w2":
+            return s * s * part("w2")
+        other = "w-" if which == "w+" else "w+"  # s * W's positive part: s+ W+ + s- W- (negative: swapped)
+        return jnp.maximum(s, 0) * part(which) + jnp.minimum(s, 0) * part(other)
 
     return Affine(lin, t)
 
@@ -188,9 +189,13 @@ def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_fla
         inputs = split_inputs(x, "lrp")
         closed = trace(lambda leaves: score(inputs.score_input(leaves)), inputs.leaves, calls=RULE_CALLS)
         pl = plan(closed.jaxpr)
-        sink = jnp.zeros((), jnp.result_type(*inputs.leaves))
-        value, pull = jax.vjp(lambda ls, k: _run(pl, chosen, list(closed.consts), ls, k), inputs.leaves, sink)
-        relevance, lost = pull(value)
+
+        def propagate(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array]:
+            sink = jnp.zeros((), jnp.result_type(*leaves))
+            value, pull = jax.vjp(lambda ls, k: _run(pl, chosen, list(closed.consts), ls, k), leaves, sink)
+            return pull(value)
+
+        relevance, lost = fast_kernels(propagate)(inputs.leaves)
         result = inputs.result([r.astype(a.dtype) for r, a in zip(relevance, inputs.leaves)])
         return (result, lost) if absorbed else result
 
