@@ -73,7 +73,8 @@ class Program:
 
     ``root[v]`` is the root of the region ``v`` belongs to (``v`` itself when an operation
     other than a one-root elementwise one made it); ``outputs`` are the region members
-    read outside their region (by another kind of operation, or as the program's output).
+    read outside their region (by another kind of operation, or as the program's output);
+    ``members[r]`` the equations of the region of root ``r``, in program order.
     """
 
     jaxpr: Jaxpr
@@ -82,6 +83,7 @@ class Program:
     outputs: set[Var] = field(default_factory=set)
     consumers: dict[Var, list[JaxprEqn]] = field(default_factory=dict)
     layer_of: dict[int, str] = field(default_factory=dict)
+    members: dict[Var, list[JaxprEqn]] = field(default_factory=dict)
 
     def in_region(self, eqn: JaxprEqn) -> bool:
         """``eqn`` continues a region: elementwise, one root, the root's shape."""
@@ -113,6 +115,7 @@ def analyse(jaxpr: Jaxpr) -> Program:
         if (len(eqn.outvars) == 1 and len(roots) == 1 and elementwise(eqn)
                 and next(iter(roots)).aval.shape == out.aval.shape):
             p.root[out] = next(iter(roots))
+            p.members.setdefault(p.root[out], []).append(eqn)
         else:
             for v in eqn.outvars:
                 p.root[v] = v

@@ -22,9 +22,8 @@ gradients, and the attribution is ``a = (x - x0) * m``. Every rule below satisfi
   divides by the input's ``Δ`` there, so the window's ``Δout`` is conserved. Captum's
   ``maxpool`` rule routes the same way and agrees on non-overlapping pools (1e-13 on
   ``nn.MaxPool2d(2)`` models, tested); on overlapping windows (ResNet's 3x3 stride-2 pool) its
-  ``max_unpool`` keeps one window's share where windows share an arg-max, and its
-  convergence delta was 8% of the score change on a small model and 67% on a ResNet-18
-  (float64, random baseline), ours 1e-15 (tested). Where ``|Δin| < 1e-10`` Captum keeps the
+  rule does not conserve: its convergence delta was 8% of the score change on a small model
+  and 67% on a ResNet-18 (float64, random baseline), ours 1e-15 (tested). Where ``|Δin| < 1e-10`` Captum keeps the
   gradient and we give 0, as SHAP does. Captum applies it only to ``nn.MaxPool`` modules.
 
 Anything else that depends on the input (a sort, an index computed from the input, a
@@ -40,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.extend.core import JaxprEqn, Literal
+from jax.extend.core import JaxprEqn, Literal, Var
 
 from xai_core._checks import ScoreFn, checked_score
 from xai_core.graph import fast_kernels, trace
@@ -97,10 +96,45 @@ def _safe_ratio(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Array]:
     return small, jnp.where(small, 0, num / jnp.where(small, 1, den))
 
 
-def _rescale(out: jax.Array, out0: jax.Array, r: jax.Array, r0: jax.Array) -> jax.Array:
-    """``out`` with the multiplier ``(out - out0) / (r - r0)`` to its region's root ``r``."""
-    small, m = _safe_ratio(sg(out) - out0, sg(r) - r0)
-    return sg(out) + jnp.where(small, out - sg(out), sg(m) * (r - sg(r)))
+def _region_fn(p: Program, out: Var, env: dict) -> tuple[Callable[[jax.Array, list[Any]], jax.Array], list[Any]]:
+    """``F`` with ``out = F(root)`` for a region output, as a function of the root and the
+    region's other operands (constants, returned with it)."""
+    r = p.root[out]
+    eqns = p.members[r]
+    eqns = eqns[:next(i for i, e in enumerate(eqns) if e.outvars[0] is out) + 1]
+    inner = {r, *(e.outvars[0] for e in eqns)}
+    outside = [v for e in eqns for v in e.invars if not isinstance(v, Literal) and v not in inner]
+
+    def F(u: jax.Array, consts: list[Any]) -> jax.Array:
+        local = {r: u, **dict(zip(outside, consts))}
+        for e in eqns:
+            local[e.outvars[0]] = _bind(e, [_read(local, v) for v in e.invars])[0]
+        return local[out]
+
+    return F, [sg(env[v]) for v in outside]
+
+
+def _rescale(F: Callable[[jax.Array, list[Any]], jax.Array], consts: list[Any], out: jax.Array,
+             out0: jax.Array, r: jax.Array, r0: jax.Array) -> jax.Array:
+    """``out = F(r)`` with the multiplier ``(out - out0) / (r - r0)`` to its region's root ``r``
+    (``F'(r)`` where ``|r - r0| < TOL``), applied in the backward pass only."""
+
+    @jax.custom_vjp
+    def rescaled(r: jax.Array, out: jax.Array, r0: jax.Array, out0: jax.Array, consts: list[Any]) -> jax.Array:
+        return out
+
+    def forward(*args: Any) -> tuple[jax.Array, tuple[Any, ...]]:
+        return args[1], args
+
+    def backward(res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
+        r, out, r0, out0, consts = res
+        small, m = _safe_ratio(out - out0, r - r0)
+        slope = jax.jvp(lambda u: F(u, consts), (r,), (jnp.ones_like(r),))[1]
+        zeros = jax.tree.map(jnp.zeros_like, (out, r0, out0, consts))
+        return ((g * jnp.where(small, slope, m)).astype(r.dtype), *zeros)
+
+    rescaled.defvjp(forward, backward)
+    return rescaled(r, sg(out), sg(r0), sg(out0), consts)
 
 
 def _midpoint(eqn: JaxprEqn, a: jax.Array, b: jax.Array, a0: jax.Array, b0: jax.Array) -> jax.Array:
@@ -152,9 +186,9 @@ def _run(p: Program, consts: list[Any], xs: list[jax.Array], x0s: list[jax.Array
             return None
         refs = [_read(ref, v) for v in eqn.invars]
         if kind == "rescale":
-            out = out0 = eqn.outvars[0]
-            r = p.root[out]
-            return _rescale(_bind(eqn, invals)[0], _read(ref, out0), env[r], ref[r])
+            out = eqn.outvars[0]
+            F, consts = _region_fn(p, out, env)
+            return _rescale(F, consts, _bind(eqn, invals)[0], ref[out], env[p.root[out]], ref[p.root[out]])
         if kind == "midpoint":
             return _midpoint(eqn, invals[0], invals[1], refs[0], refs[1])
         if kind == "quotient":
