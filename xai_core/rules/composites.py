@@ -20,10 +20,11 @@ Zennit's three composites with their defaults: :func:`epsilon_plus_flat`,
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from xai_core._checks import check_choice
 from xai_core.rules.lrp_rules import RULES, Rule, alpha_beta, epsilon, flat, gamma, zbox, zplus
 
 
@@ -90,20 +91,13 @@ def resolve(composite: Any, low: Any = None, high: Any = None) -> Composite:
         return composite
     if isinstance(composite, Rule):
         return uniform(composite)
-    if composite == "epsilon_gamma_box":
-        if low is None or high is None:
-            raise ValueError("lrp: composite 'epsilon_gamma_box' needs the input's bounds for its first layer's "
-                             "box rule: lrp(..., low=0.0, high=1.0) (or your preprocessing's normalized bounds).")
-        return epsilon_gamma_box(low, high)
-    if composite == "epsilon_plus_flat":
-        return epsilon_plus_flat()
-    if composite == "epsilon_alpha2_beta1":
-        return epsilon_alpha2_beta1()
-    if composite == "zbox":
-        return uniform(zbox(low, high))
-    if composite in RULES:
-        return uniform(RULES[composite]())
-    from xai_core._checks import check_choice
-
-    check_choice(str(composite), (*COMPOSITES, *RULES, "zbox"), "composite", "lrp")
-    raise AssertionError  # check_choice raised
+    builders: dict[str, Callable[[], Composite]] = {
+        "epsilon_plus_flat": epsilon_plus_flat, "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
+        "epsilon_gamma_box": lambda: epsilon_gamma_box(low, high), "zbox": lambda: uniform(zbox(low, high)),
+        **{name: (lambda make=make: uniform(make())) for name, make in RULES.items()},
+    }
+    check_choice(str(composite), tuple(builders), "composite", "lrp")
+    if composite in ("epsilon_gamma_box", "zbox") and (low is None or high is None):
+        raise ValueError(f"lrp: composite {composite!r} needs the input's bounds for the box rule: "
+                         "lrp(..., low=0.0, high=1.0) (or your preprocessing's normalized bounds).")
+    return builders[composite]()

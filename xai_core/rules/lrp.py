@@ -40,7 +40,8 @@ sg = lax.stop_gradient
 
 def _affine(chain: Chain, aux: dict[str, Any]) -> Affine:
     """The :class:`Affine` of ``chain`` from its operands' values: ``aux["start"]`` (the start
-    equation's inputs), ``aux["post"]`` (each post equation's inputs), ``aux["u"]`` (``L``'s output)."""
+    equation's inputs), ``aux["post"]`` (each post equation's inputs), ``aux["u"]`` (``L``'s
+    output) and ``aux["z"]`` (the chain's)."""
 
     def base(v: jax.Array, w: Any = None) -> jax.Array:
         if chain.start is None:
@@ -83,7 +84,7 @@ def _affine(chain: Chain, aux: dict[str, Any]) -> Affine:
         other = "w-" if which == "w+" else "w+"  # s * W's positive part: s+ W+ + s- W- (negative: swapped)
         return jnp.maximum(s, 0) * part(which) + jnp.minimum(s, 0) * part(other)
 
-    return Affine(lin, t)
+    return Affine(lin, t, aux["z"])
 
 
 def _total(x: Any) -> jax.Array:
@@ -143,7 +144,8 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
         z = _bind(eqn, invals)[0]
         u = env[chain.act] if chain.start is None else z if not chain.post else env[chain.start.outvars[0]]
         aux = {"start": [] if chain.start is None else [sg(jnp.asarray(_read(env, v))) for v in chain.start.invars],
-               "post": [[sg(jnp.asarray(_read(env, v))) for v in e.invars] for e in chain.post], "u": sg(u)}
+               "post": [[sg(jnp.asarray(_read(env, v))) for v in e.invars] for e in chain.post], "u": sg(u),
+               "z": sg(z)}
         chosen: Rule = composite.rule_for(chain.kind, chain.first, chain.layer)
 
         def backward(a: jax.Array, aux: Any, R: jax.Array) -> jax.Array:

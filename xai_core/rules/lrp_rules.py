@@ -43,10 +43,12 @@ Lin = Callable[[jax.Array, str], jax.Array]
 
 @dataclass(frozen=True)
 class Affine:
-    """What a rule sees of ``z = s * L(a; W) + t``: ``lin`` (see :data:`Lin`), ``bias`` (``t``)."""
+    """What a rule sees of ``z = s * L(a; W) + t``: ``lin`` (see :data:`Lin`), ``bias`` (``t``)
+    and ``z`` itself (the forward value, so rules need not recompute it)."""
 
     lin: Lin
     bias: jax.Array
+    z: jax.Array
 
     def T(self, which: str, like: jax.Array, cotangent: jax.Array) -> jax.Array:
         """The transpose of ``v -> lin(v, which)`` (``v`` shaped like ``like``) at ``cotangent``."""
@@ -85,7 +87,7 @@ def epsilon(eps: float = 1e-6) -> Rule:
     """LRP-epsilon (Zennit's ``Epsilon``, default 1e-6; Captum's ``EpsilonRule`` uses 1e-9)."""
 
     def fn(op: Affine, a: jax.Array, R: jax.Array) -> jax.Array:
-        return a * op.T("w", a, R / stabilize(op.lin(a, "w") + op.bias, eps))
+        return a * op.T("w", a, R / stabilize(op.z, eps))
 
     return Rule("epsilon", fn, (("eps", eps),))
 
@@ -94,7 +96,7 @@ def zero() -> Rule:
     """LRP-0: ``epsilon`` without a stabilizer; outputs with ``z = 0`` pass nothing."""
 
     def fn(op: Affine, a: jax.Array, R: jax.Array) -> jax.Array:
-        z = op.lin(a, "w") + op.bias
+        z = op.z
         return a * op.T("w", a, jnp.where(z == 0, 0, R / jnp.where(z == 0, 1, z)))
 
     return Rule("zero", fn)
@@ -133,7 +135,7 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
 
     def fn(op: Affine, a: jax.Array, R: jax.Array) -> jax.Array:
         ap, an = _pos(a), _neg(a)
-        z = op.lin(a, "w") + op.bias
+        z = op.z
 
         def lin(v: jax.Array, boost: str) -> jax.Array:
             return op.lin(v, "w") + gamma * op.lin(v, boost)
