@@ -237,6 +237,11 @@ def test_epsilon_gamma_alpha1_beta0_equal_captum(name: str, x64: None) -> None:
         err[ours_name] = rel(ours, captum_lrp(net, pos, targets, theirs_name))
     print(f"\nlrp {name} vs Captum LRP: " + ", ".join(f"{k} {v:.1e}" for k, v in err.items()))
     assert max(err.values()) < 1e-4
+    # the convention difference: on signed inputs Zennit's (ours) pairs negative inputs with W-,
+    # Captum applies W+ (alpha1-beta0) or W + gamma W+ to every input
+    rule = xc.rules.alpha_beta(1.0, 0.0, 1e-9)
+    signed = ours_batched(net, xs, targets, xc.rules.Composite(dense=rule, conv=rule, other=eps))
+    assert rel(signed, captum_lrp(net, xs, targets, "alpha1_beta0")) > 1e-2
 
 
 def test_three_ways_of_writing_a_model_give_one_lrp_map(x64: None) -> None:
