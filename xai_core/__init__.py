@@ -34,6 +34,7 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
+from xai_core import cam
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "RULES",
     "attribute",
+    "cam",
     "completeness_gap",
     "deconvnet",
     "deeplift",
