@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -265,7 +266,7 @@ def captum_layer_gradcam(model: nn.Module, layer_module: nn.Module, x: torch.Ten
 
     t = torch.as_tensor(_target_list(targets, x.shape[0]))
     attr = LayerGradCam(model, layer_module).attribute(
-        x.detach().clone(), target=t, relu_attributions=relu,
+        x.detach().clone().requires_grad_(True), target=t, relu_attributions=relu,
         attribute_to_layer_input=attribute_to_layer_input)
     model.zero_grad(set_to_none=True)
     return attr.detach().cpu().numpy().astype(np.float64)[:, 0]
@@ -282,7 +283,9 @@ def captum_guided_gradcam(model: nn.Module, layer_module: nn.Module, x: torch.Te
     from captum.attr import GuidedGradCam
 
     t = torch.as_tensor(_target_list(targets, x.shape[0]))
-    attr = GuidedGradCam(model, layer_module).attribute(
-        x.detach().clone(), target=t, interpolate_mode=interpolate_mode)
+    with warnings.catch_warnings():  # "Setting backward hooks on ReLU activations": expected
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+        attr = GuidedGradCam(model, layer_module).attribute(
+            x.detach().clone().requires_grad_(True), target=t, interpolate_mode=interpolate_mode)
     model.zero_grad(set_to_none=True)
     return attr.detach().cpu().numpy().astype(np.float64)

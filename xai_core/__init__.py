@@ -34,7 +34,7 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
-from xai_core import cam
+from xai_core import cam, layer
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
@@ -60,6 +60,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "layer",
     "lrp",
     "methods",
     "occlusion",
