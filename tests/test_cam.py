@@ -114,16 +114,15 @@ def test_resize_is_half_pixel_bilinear() -> None:
 
 
 def test_channels_first_layers_and_token_grids() -> None:
-    def chw(params, x):  # the same network, channels-first input and layer
-        return apply(params, jnp.moveaxis(x, 0, -1))
+    def chw(params, x):  # the same network with a channels-first input and layer
+        conv, dense = params
+        y = jax.lax.conv_general_dilated(x[None], conv, (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW"))[0]
+        return mark(jax.nn.relu(y), "features").mean(axis=(1, 2)) @ dense
 
-    m = Model(lambda p, x: mark(jnp.moveaxis(jax.nn.relu(jax.lax.conv_general_dilated(
-        jnp.moveaxis(x, 0, -1)[None], p[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]), -1, 0),
-        "features").mean(axis=(1, 2)) @ p[1], (CONV, DENSE))
+    m = Model(chw, (CONV, DENSE))
     x_chw = jnp.moveaxis(X, -1, 0)
     np.testing.assert_allclose(xc.cam.grad_cam(m, "features")(x_chw, 2), xc.cam.grad_cam(M, "features")(X, 2),
                                rtol=1e-5, atol=1e-7)
-    del chw
 
     def tokens(params, x):  # a class token and a 4x4 grid of patch tokens
         conv, dense = params
