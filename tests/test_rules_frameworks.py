@@ -95,3 +95,19 @@ def test_the_same_map_for_torch_keras_and_flax(label: str, three_frameworks: dic
         err = np.abs(maps[fw] - maps["torch"]).max() / scale
         print(f"\n{label}: {fw} vs torch {err:.1e}")
         assert err < 1e-4
+
+
+CAM_LAYERS = {"torch": "3", "keras": "conv2", "flax": "conv2"}  # the second convolution, as each framework names it
+
+
+@pytest.mark.parametrize("name", ["grad_cam", "hires_cam", "grad_cam_plus_plus", "xgrad_cam", "layer_cam", "eigen_cam",
+                                  "score_cam", "ablation_cam"])
+def test_the_same_cam_for_torch_keras_and_flax(name: str, three_frameworks: dict[str, object]) -> None:
+    x_chw = jnp.asarray(three_frameworks["x"])
+    x = {"torch": x_chw, "keras": jnp.transpose(x_chw, (1, 2, 0)), "flax": jnp.transpose(x_chw, (1, 2, 0))}
+    build = getattr(xc.cam, name)
+    for target in range(5):
+        maps = {fw: np.asarray(build(three_frameworks[fw], CAM_LAYERS[fw])(x[fw], target)) for fw in x}
+        scale = np.abs(maps["torch"]).max()
+        for fw in ("keras", "flax"):
+            np.testing.assert_allclose(maps[fw], maps["torch"], rtol=1e-4, atol=1e-4 * scale + 1e-7)
