@@ -50,7 +50,7 @@ def test_grad_cam_is_relu_of_mean_gradient_weighted_channels() -> None:
 def test_the_other_formulas_written_out() -> None:
     A, g = by_hand(X, 2)
     s = A.sum(axis=(0, 1))
-    alpha = g ** 2 / (2 * g ** 2 + s * g ** 3 + 1e-7)
+    alpha = g ** 2 / (2 * g ** 2 + s * g ** 3 + 1e-6)
     pp = jnp.sum(jax.nn.relu(g) * jnp.where(g != 0, alpha, 0), axis=(0, 1))
     want = {
         "grad_cam_plus_plus": jax.nn.relu(A @ pp),

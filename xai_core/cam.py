@@ -9,8 +9,8 @@ layer's activation (channels ``k``, positions ``ij``) and ``g = d score / d A``:
 - :func:`grad_cam` (Selvaraju et al. 2017): ``relu(sum_k a_k A_k)``, ``a_k = mean_ij g_kij``;
 - :func:`hires_cam` (Draelos & Carin 2020): ``relu(sum_k g_k * A_k)``;
 - :func:`grad_cam_plus_plus` (Chattopadhay et al. 2018): weights ``sum_ij relu(g) * alpha``,
-  ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)`` (0 where ``g = 0``);
-- :func:`xgrad_cam` (Fu et al. 2020): weights ``sum_ij g * A / (sum_ij A + eps)``;
+  ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3 + 1e-6)`` (0 where ``g = 0``);
+- :func:`xgrad_cam` (Fu et al. 2020): weights ``sum_ij g * A / (sum_ij A + 1e-7)``;
 - :func:`layer_cam` (Jiang et al. 2021): ``relu(sum_k relu(g_k) * A_k)``;
 - :func:`eigen_cam` (Muhammad & Yeasin 2020): the activations' projection on their first
   principal direction (no gradient, no target);
@@ -40,7 +40,7 @@ from xai_core._checks import check_batch_size, check_choice
 from xai_core._chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
 
 CamFn = Callable[..., jax.Array]
-EPS = 1e-7  # pytorch-grad-cam's stabilizer in Grad-CAM++ and XGrad-CAM
+EPS_PLUS_PLUS, EPS_XGRAD = 1e-6, 1e-7  # pytorch-grad-cam's stabilizers in Grad-CAM++ and XGrad-CAM
 
 
 def _channels_first(x: jax.Array, channel_axis: Any) -> bool:
@@ -74,6 +74,15 @@ def resize(cam: jax.Array, size: tuple[int, int]) -> jax.Array:
     """``cam`` (``(h, w)``) resized to ``size`` bilinearly (``jax.image.resize``; half-pixel
     centres, as torch's ``interpolate(mode="bilinear", align_corners=False)`` and OpenCV)."""
     return jax.image.resize(cam, size, "bilinear", antialias=False)
+
+
+def resize_corners(a: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``a`` (``(h, w)``) resized bilinearly with the corners aligned (torch's
+    ``UpsamplingBilinear2d``, ``align_corners=True``): what pytorch-grad-cam's Score-CAM uses
+    for its masks."""
+    grids = [jnp.linspace(0.0, n_in - 1.0, n_out) for n_in, n_out in zip(a.shape, size)]
+    rows, cols = jnp.meshgrid(*grids, indexing="ij")
+    return jax.scipy.ndimage.map_coordinates(a, [rows, cols], order=1).astype(a.dtype)
 
 
 def _layer(m: Any, layer: str, x: jax.Array, channel_axis: Any,
@@ -120,12 +129,12 @@ def grad_cam_weights(A: jax.Array, g: jax.Array) -> jax.Array:
 
 def _plus_plus_weights(A: jax.Array, g: jax.Array) -> jax.Array:
     g2, g3 = g * g, g * g * g
-    alpha = g2 / (2 * g2 + jnp.sum(A, axis=(0, 1)) * g3 + EPS)
+    alpha = g2 / (2 * g2 + jnp.sum(A, axis=(0, 1)) * g3 + EPS_PLUS_PLUS)
     return jnp.sum(jax.nn.relu(g) * jnp.where(g != 0, alpha, 0), axis=(0, 1))
 
 
 def _xgrad_weights(A: jax.Array, g: jax.Array) -> jax.Array:
-    return jnp.sum(g * A, axis=(0, 1)) / (jnp.sum(A, axis=(0, 1)) + EPS)
+    return jnp.sum(g * A, axis=(0, 1)) / (jnp.sum(A, axis=(0, 1)) + EPS_XGRAD)
 
 
 hires_cam = _gradient_cam("hires_cam", lambda A, g: jnp.sum(g * A, axis=-1))
@@ -191,7 +200,7 @@ def channel_weights(m: Any, layer: str, *, channel_axis: Any = "auto", grid: tup
 
 def eigen_cam(m: Any, layer: str, *, upsample: bool = True, channel_axis: Any = "auto",
               grid: tuple[int, int] | None = None) -> CamFn:
-    """Eigen-CAM: the activations (positions x channels, centred over positions) projected on
+    """Eigen-CAM: the activations (positions x channels), centred over positions, projected on
     their first right singular vector; no gradient, so ``target`` is ignored.
 
     Muhammad & Yeasin 2020. The singular vector's sign is not determined by the SVD;
@@ -205,7 +214,7 @@ def eigen_cam(m: Any, layer: str, *, upsample: bool = True, channel_axis: Any = 
         flat = A.reshape(h * w, c)
         centred = flat - flat.mean(axis=0)
         v = jnp.linalg.svd(centred, full_matrices=False)[2][0]
-        proj = (flat @ v).reshape(h, w)
+        proj = (centred @ v).reshape(h, w)
         proj = proj * jnp.where(jnp.sum(proj) < 0, -1.0, 1.0)
         return _finish(proj, x, first, upsample)
 
@@ -221,7 +230,8 @@ def _per_channel(values: Callable[[jax.Array], jax.Array], c: int, batch_size: A
 def score_cam(m: Any, layer: str, *, batch_size: int | str | None = DEFAULT_BATCH_SIZE, upsample: bool = True,
               channel_axis: Any = "auto", grid: tuple[int, int] | None = None) -> CamFn:
     """Score-CAM: ``relu(sum_k w_k A_k)``, ``w = softmax_k(S(x * M_k))`` with ``M_k`` channel
-    ``k`` upsampled to the input and min-max scaled to [0, 1] (pytorch-grad-cam's convention).
+    ``k`` upsampled to the input (:func:`resize_corners`) and min-max scaled to [0, 1]
+    (``(M - min) / (max - min + 1e-8)``): pytorch-grad-cam's convention.
 
     Wang et al., CVPR workshops 2020. One forward pass per channel, all in one program,
     ``batch_size`` channels at a time."""
@@ -232,9 +242,8 @@ def score_cam(m: Any, layer: str, *, batch_size: int | str | None = DEFAULT_BATC
         size = _spatial(x, first)
 
         def score(k: jax.Array) -> jax.Array:
-            mask = resize(A[..., k], size)
-            lo, hi = jnp.min(mask), jnp.max(mask)
-            mask = jnp.where(hi > lo, (mask - lo) / jnp.where(hi > lo, hi - lo, 1), 0)
+            mask = resize_corners(A[..., k], size)
+            mask = (mask - jnp.min(mask)) / (jnp.max(mask) - jnp.min(mask) + 1e-8)
             return m.logits(x * (mask[None] if first else mask[..., None]))[target]
 
         w = jax.nn.softmax(_per_channel(score, A.shape[-1], batch_size, [x]))
@@ -276,19 +285,20 @@ def rank_channels(m: Any, layer: str, *, batch_size: int | str | None = DEFAULT_
     return drops
 
 
-def guided_grad_cam(m: Any, layer: str, *, channel_axis: Any = "auto") -> CamFn:
+def guided_grad_cam(m: Any, layer: str, *, interpolation: str = "bilinear", channel_axis: Any = "auto") -> CamFn:
     """Guided Grad-CAM: guided backpropagation (:func:`xai_core.guided_backprop`) times the
     Grad-CAM map upsampled to the input, broadcast over the input's channels.
 
-    Selvaraju et al. 2017. Captum's ``GuidedGradCam`` upsamples with nearest-neighbour
-    interpolation; we use the bilinear :func:`resize` of every CAM here."""
+    Selvaraju et al. 2017. ``interpolation`` is ``"bilinear"`` (every CAM's :func:`resize`)
+    or ``"nearest"`` (Captum's ``GuidedGradCam``; equal to it for whole-number factors)."""
     from xai_core.rules import guided_backprop
 
-    gc = grad_cam(m, layer, channel_axis=channel_axis)
+    check_choice(interpolation, ("bilinear", "nearest"), "interpolation", "guided_grad_cam")
+    gc = grad_cam(m, layer, upsample=False, channel_axis=channel_axis)
 
     def cam(x: jax.Array, target: Any) -> jax.Array:
         first = _channels_first(x, channel_axis)
-        heat = gc(x, target)
+        heat = jax.image.resize(gc(x, target), _spatial(x, first), interpolation, antialias=False)
         return guided_backprop(m.score(target))(x) * (heat[None] if first else heat[..., None])
 
     return cam
