@@ -96,10 +96,11 @@ def test_demo_command_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_explain_reports_ig_gap_and_localization(tiny: TrainedModel) -> None:
-    from xai_core.demo import METHODS, explain, format_table
+    from xai_core.demo import CAMS, METHODS, explain, format_table
 
     maps, reports = explain(tiny, 2, jax.random.key(0))
-    assert set(maps) == set(METHODS) and all(a.shape == (2, 16, 16, 3) for a in maps.values())
+    assert set(maps) == set(METHODS) | set(CAMS)
+    assert all(a.shape == ((2, 16, 16) if name in CAMS else (2, 16, 16, 3)) for name, a in maps.items())
     by_name = {r.method: r for r in reports}
     assert by_name["integrated_gradients"].gap is not None and by_name["gradient"].gap is None
     assert by_name["deeplift"].gap is not None and by_name["deeplift"].gap < 1e-5  # summation to delta

@@ -285,6 +285,13 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """What the demo runs: column label -> (method name, options for :func:`xai_core.attribute`)."""
 
+CAMS: dict[str, tuple[str, str]] = {
+    "grad_cam": ("grad_cam", "BatchNorm_2"),
+    "grad_cam++": ("grad_cam_plus_plus", "BatchNorm_2"),
+}
+"""The CAM columns: label -> (function of :mod:`xai_core.cam`, layer): the third conv block,
+8x8 for a 64x64 image."""
+
 
 class MethodReport(NamedTuple):
     """One row of the demo's table (times are for the whole batch of images)."""
@@ -313,8 +320,15 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
     maps: dict[str, np.ndarray] = {}
     reports = []
     uniform = float(jax.vmap(metrics.uniform_share)(masks).mean())
-    for name, (method, options) in METHODS.items():
-        fn = jax.jit(jax.vmap(lambda x, t, k: xc.attribute(model.score(t), x, method=method, key=k, **options)))
+    columns: dict[str, Any] = {
+        name: (lambda x, t, k, method=method, options=options: xc.attribute(model.score(t), x, method=method, key=k,
+                                                                           **options))
+        for name, (method, options) in METHODS.items()}
+    columns.update({name: (lambda x, t, k, cam=cam, layer=layer: getattr(xc.cam, cam)(model, layer)(x, t))
+                    for name, (cam, layer) in CAMS.items()})
+    for name, column in columns.items():
+        method, options = METHODS.get(name, (name, {}))
+        fn = jax.jit(jax.vmap(column))
         start = time.perf_counter()
         compiled = fn.lower(xs, ts, keys).compile()
         compile_seconds = time.perf_counter() - start
@@ -329,7 +343,8 @@ def explain(trained: TrainedModel, images: int, key: jax.Array) -> tuple[dict[st
                 return jnp.abs(xc.completeness_gap(score, x, a, options["baseline"])) / jnp.abs(change)
 
             gap = float(jnp.median(jax.vmap(relative_gap)(xs, ts, a)))
-        localization = float(jax.vmap(metrics.localization)(a, masks).mean())
+        axis = None if name in CAMS else -1  # a CAM is one (H, W) map
+        localization = float(jax.vmap(lambda a, m: metrics.localization(a, m, channel_axis=axis))(a, masks).mean())
         maps[name] = np.asarray(a)
         reports.append(MethodReport(name, compile_seconds, seconds, gap, localization, uniform))
     return maps, reports
@@ -367,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
     maps, reports = explain(trained, args.images, noise_key)
     print(f"\nattributions of the true class for {args.images} test images (64x64x3), jitted and vmapped on {jax.devices()[0].platform}:")
     print(format_table(reports, args.images))
-    rows = [[trained.test.images[i], trained.test.masks[i]] + [viz.overlay(trained.test.images[i], maps[m][i]) for m in maps] for i in range(args.images)]
+    rows = [[trained.test.images[i], trained.test.masks[i]]
+            + [viz.overlay(trained.test.images[i], maps[m][i], channel_axis=None if m in CAMS else -1) for m in maps]
+            for i in range(args.images)]
     labels = [CLASSES[int(t)] for t in trained.test.labels[: args.images]]
     path = viz.save_grid(rows, args.out, row_titles=labels, col_titles=["image", "mask", *maps])
     print(f"\nwrote {path} (red: positive evidence for the class, blue: negative)")
