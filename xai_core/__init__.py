@@ -34,7 +34,7 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
-from xai_core import cam, layer
+from xai_core import cam, featureviz, layer
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
@@ -54,6 +54,7 @@ __all__ = [
     "deconvnet",
     "deeplift",
     "deeplift_shap",
+    "featureviz",
     "fixed",
     "gradient",
     "gradient_shap",
