@@ -137,3 +137,24 @@ def test_channels_first_layers_and_token_grids() -> None:
         xc.cam.grad_cam(mt, "tokens")(X, 1)
     with pytest.raises(ValueError, match="at least 25 tokens"):
         xc.cam.grad_cam(mt, "tokens", grid=(5, 5))(X, 1)
+
+
+def test_a_vit_token_layer_through_from_torch_with_a_grid() -> None:
+    torch = pytest.importorskip("torch")
+    from vit_model import TinyViT
+
+    from xai_core.adapters import from_torch
+
+    torch.manual_seed(0)
+    net = TinyViT().eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    m = from_torch(net, x)
+    xj = jnp.asarray(x.numpy()[0])
+    A = xc.layer.activation(m, "blocks.1")(xj)
+    assert A.shape == (16, 16)  # 16 patch tokens of 16 features
+    raw = xc.cam.grad_cam(m, "blocks.1", grid=(4, 4), upsample=False)(xj, 2)
+    head, tail = m.split("blocks.1", xj)
+    g = jax.grad(lambda a: tail(a)[2])(A)
+    want = jax.nn.relu(A.reshape(4, 4, 16) @ g.reshape(4, 4, 16).mean(axis=(0, 1)))
+    np.testing.assert_allclose(raw, want, rtol=1e-5, atol=1e-7)
+    assert xc.cam.score_cam(m, "blocks.1", grid=(4, 4))(xj, 2).shape == (16, 16)
