@@ -204,8 +204,9 @@ def eigen_cam(m: Any, layer: str, *, upsample: bool = True, channel_axis: Any = 
     their first right singular vector; no gradient, so ``target`` is ignored.
 
     Muhammad & Yeasin 2020. The singular vector's sign is not determined by the SVD;
-    pytorch-grad-cam keeps LAPACK's and applies no ReLU. We take the sign that makes the
-    projection's sum positive (the map is comparable across libraries up to that sign).
+    pytorch-grad-cam keeps LAPACK's, then applies a ReLU. We take the sign whose entries sum
+    to a positive number (the channels load positively overall) and return the signed map
+    (comparable across libraries up to that sign).
     """
 
     def cam(x: jax.Array, target: Any = None) -> jax.Array:
@@ -214,8 +215,8 @@ def eigen_cam(m: Any, layer: str, *, upsample: bool = True, channel_axis: Any = 
         flat = A.reshape(h * w, c)
         centred = flat - flat.mean(axis=0)
         v = jnp.linalg.svd(centred, full_matrices=False)[2][0]
+        v = v * jnp.where(jnp.sum(v) < 0, -1.0, 1.0)  # the sign that loads the channels positively overall
         proj = (centred @ v).reshape(h, w)
-        proj = proj * jnp.where(jnp.sum(proj) < 0, -1.0, 1.0)
         return _finish(proj, x, first, upsample)
 
     return cam
