@@ -27,6 +27,7 @@ MODULES = [
     "xai_core.cam",
     "xai_core.featureviz",
     "xai_core.viz.layers",
+    "xai_core.callbacks",
     "xai_core.graph",
     "xai_core.graph.interpreter",
     "xai_core.graph.cut",

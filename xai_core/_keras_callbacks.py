@@ -1,0 +1,130 @@
+"""The Keras callbacks of :mod:`xai_core.callbacks` (this module imports keras; the core
+imports it only when one of them is used)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import keras
+import numpy as np
+
+from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, log_attributions
+
+__all__ = ["AttributionCallback", "GradientsInputsCallback", "IntegratedGradientsCallback",
+           "OcclusionSensitivityCallback", "SmoothGradCallback", "VanillaGradientsCallback"]
+
+TARGETS = ("label", "predicted")
+
+
+class AttributionCallback(keras.callbacks.Callback):
+    """Log attribution maps of ``validation_data`` every ``every_n_epochs`` epochs of ``fit``.
+
+    ``validation_data = (x, y)`` (``y`` class indices or one-hot rows; ``None`` if
+    ``targets`` is not ``"label"``); ``targets``: ``"label"``, ``"predicted"`` (the model's
+    class at that epoch), one int for every example, or an array; ``method`` any name of
+    ``xc.methods()`` with its ``options``; ``writer`` a :class:`TensorBoardWriter` (default,
+    in ``log_dir``) or :class:`PNGWriter` (``writer="png"``); ``masks`` (object masks) adds the
+    localization scalar. The model is converted once (``from_keras``) and the explanation
+    compiled once: each epoch passes the new weights (``m.with_params``).
+
+    Example::
+
+        model.fit(x, y, epochs=5, callbacks=[AttributionCallback((x_val, y_val), method="ig",
+                                                                 log_dir="logs/xai", steps=32)])
+    """
+
+    def __init__(self, validation_data: Any, method: str = "gradient", targets: Any = "label",
+                 log_dir: str | pathlib.Path = "logs/xai", every_n_epochs: int = 1, max_images: int = 16,
+                 writer: Any = "tensorboard", masks: Any = None, key: Any = None, **options: Any) -> None:
+        super().__init__()
+        self.explainer = Explainer(method, **options)  # an unknown method fails now, not after an epoch
+        if self.explainer.spec.needs_key and key is None:
+            import jax
+
+            key = jax.random.key(0)
+        self.xs, labels = _validation(validation_data, targets)
+        self.xs = self.xs[:max_images]
+        if isinstance(targets, str):
+            if targets not in TARGETS:
+                raise ValueError(f"AttributionCallback: targets must be 'label', 'predicted', an int or an array "
+                                 f"of class indices, got {targets!r}.")
+            self.targets = targets if targets == "predicted" else labels[:max_images]
+        else:
+            t = np.asarray(targets)
+            if t.ndim not in (0, 1) or not np.issubdtype(t.dtype, np.integer):
+                raise ValueError(f"AttributionCallback: targets must be an int or an array of class indices, got {targets!r}.")
+            self.targets = t if t.ndim == 0 else t[:max_images]
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"AttributionCallback: every_n_epochs must be an int >= 1, got {every_n_epochs!r}.")
+        self.every_n_epochs, self.masks, self.key = every_n_epochs, masks, key
+        self.writer = {"tensorboard": TensorBoardWriter, "png": PNGWriter}[writer](log_dir) if isinstance(writer, str) \
+            else writer
+        self._m: Any = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        from xai_core.adapters import from_keras
+
+        shape = tuple(self.model.inputs[0].shape[1:]) if getattr(self.model, "inputs", None) else None
+        if shape is not None and any(d is not None and d != s for d, s in zip(shape, self.xs.shape[1:])):
+            raise ValueError(f"AttributionCallback: validation images have shape {self.xs.shape[1:]}, the model "
+                             f"takes {shape}; pass examples the model accepts.")
+        self._m = from_keras(self.model)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        m = self._m.with_params(([v.value for v in self.model.trainable_variables],
+                                 [v.value for v in self.model.non_trainable_variables]))
+        targets = self.targets
+        if isinstance(targets, str):  # "predicted": the class the model picks now
+            import jax
+
+            targets = np.asarray(jax.vmap(m.logits)(self.xs)).argmax(-1)
+        log_attributions(self.writer, epoch, m, self.xs, targets, explainer=self.explainer, masks=self.masks,
+                         key=self.key)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.writer.flush()
+
+
+def _validation(data: Any, targets: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("AttributionCallback: validation_data must be a tuple (x, y) of examples and their labels "
+                         "(y may be None when targets is not 'label').")
+    x, y = data
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"AttributionCallback: validation_data's x must be a batch of examples (n, ...), got shape {x.shape}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    if y is None:
+        if isinstance(targets, str) and targets == "label":
+            raise ValueError("AttributionCallback: targets='label' needs labels in validation_data = (x, y).")
+        return x, None
+    y = np.asarray(y)
+    if y.ndim == 2:  # one-hot rows
+        y = y.argmax(-1)
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"AttributionCallback: validation_data has {x.shape[0]} examples but labels of shape {y.shape}.")
+    return x, y.astype(np.int32)
+
+
+def _alias(method: str, doc: str) -> type:
+    class Alias(AttributionCallback):
+        def __init__(self, validation_data: Any, class_index: Any = "label", output_dir: str = "logs/xai",
+                     **options: Any) -> None:
+            super().__init__(validation_data, method=method, targets=class_index, log_dir=output_dir, **options)
+
+    Alias.__doc__ = f"tf-explain's ``{doc}``: :class:`AttributionCallback` with ``method={method!r}``, " \
+                    "taking ``class_index`` (an int, or ``'label'``) and ``output_dir``."
+    return Alias
+
+
+VanillaGradientsCallback = _alias("gradient", "VanillaGradientsCallback")
+GradientsInputsCallback = _alias("gradient_x_input", "GradientsInputsCallback")
+IntegratedGradientsCallback = _alias("integrated_gradients", "IntegratedGradientsCallback")
+SmoothGradCallback = _alias("smoothgrad", "SmoothGradCallback")
+OcclusionSensitivityCallback = _alias("occlusion", "OcclusionSensitivityCallback")
+for _name in __all__[1:]:
+    globals()[_name].__name__ = globals()[_name].__qualname__ = _name
