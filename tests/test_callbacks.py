@@ -243,3 +243,31 @@ def test_tensorboard_renders_the_attribution_images_in_a_browser(tmp_path) -> No
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_grad_cam_and_activations_callbacks(tmp_path) -> None:
+    from xai_core import viz
+    from xai_core.adapters import from_keras
+
+    x, y = digits(128)
+    model = tutorial_cnn()
+    layer = model.layers[2].name  # the third Conv2D (128 channels, 10x10)
+    snaps = Snapshots()
+    cams = callbacks.GradCAMCallback(validation_data=(x[:2], y[:2]), class_index=0, layer_name=layer,
+                                     output_dir=str(tmp_path / "cam"))
+    acts = callbacks.ActivationsVisualizationCallback(validation_data=(x[:2], y[:2]), layers_name=[layer],
+                                                      output_dir=str(tmp_path / "acts"))
+    model.fit(x, y, epochs=2, batch_size=64, callbacks=[snaps, cams, acts], verbose=0)
+    assert cams.explainer.compiled() == 1
+    m = from_keras(model).with_params(snaps.weights[-1])
+    cam_images, act_images = read_images(str(tmp_path / "cam")), read_images(str(tmp_path / "acts"))
+    for i in range(2):
+        heat = xc.cam.grad_cam(m, layer)(jnp.asarray(x[i]), 0)
+        want = callbacks.picture(x[i], np.asarray(heat), channels_first=False)
+        step, got = cam_images[f"attribution/grad_cam/{i}"][-1]
+        assert step == 1 and np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        grid = viz.activation_grid(np.asarray(xc.layer.activation(m, layer)(jnp.asarray(x[i]))))
+        step, got = act_images[f"activations/{layer}/{i}"][-1]
+        assert step == 1 and np.abs(got[..., 0].astype(int) - grid.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="a CAM needs the layer"):
+        callbacks.AttributionCallback((x[:2], y[:2]), method="grad_cam", log_dir=tmp_path)

@@ -12,7 +12,8 @@ import numpy as np
 from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, log_attributions
 
 __all__ = ["AttributionCallback", "GradientsInputsCallback", "IntegratedGradientsCallback",
-           "OcclusionSensitivityCallback", "SmoothGradCallback", "VanillaGradientsCallback"]
+           "OcclusionSensitivityCallback", "SmoothGradCallback", "VanillaGradientsCallback", "GradCAMCallback",
+           "ActivationsVisualizationCallback"]
 
 TARGETS = ("label", "predicted")
 
@@ -20,7 +21,8 @@ TARGETS = ("label", "predicted")
 class AttributionCallback(keras.callbacks.Callback):
     """Log attribution maps of ``validation_data`` every ``every_n_epochs`` epochs of ``fit``.
 
-    ``validation_data = (x, y)`` (``y`` class indices or one-hot rows; ``None`` if
+    ``method`` may also be a CAM of :data:`xai_core.callbacks.CAMS` with ``layer=`` (a Keras
+    layer name). ``validation_data = (x, y)`` (``y`` class indices or one-hot rows; ``None`` if
     ``targets`` is not ``"label"``); ``targets``: ``"label"``, ``"predicted"`` (the model's
     class at that epoch), one int for every example, or an array; ``method`` any name of
     ``xc.methods()`` with its ``options``; ``writer`` a :class:`TensorBoardWriter` (default,
@@ -36,9 +38,10 @@ class AttributionCallback(keras.callbacks.Callback):
 
     def __init__(self, validation_data: Any, method: str = "gradient", targets: Any = "label",
                  log_dir: str | pathlib.Path = "logs/xai", every_n_epochs: int = 1, max_images: int = 16,
-                 writer: Any = "tensorboard", masks: Any = None, key: Any = None, **options: Any) -> None:
+                 writer: Any = "tensorboard", masks: Any = None, key: Any = None, layer: str | None = None,
+                 **options: Any) -> None:
         super().__init__()
-        self.explainer = Explainer(method, **options)  # an unknown method fails now, not after an epoch
+        self.explainer = Explainer(method, layer=layer, **options)  # an unknown method fails now, not after an epoch
         if self.explainer.spec.needs_key and key is None:
             import jax
 
@@ -126,5 +129,59 @@ GradientsInputsCallback = _alias("gradient_x_input", "GradientsInputsCallback")
 IntegratedGradientsCallback = _alias("integrated_gradients", "IntegratedGradientsCallback")
 SmoothGradCallback = _alias("smoothgrad", "SmoothGradCallback")
 OcclusionSensitivityCallback = _alias("occlusion", "OcclusionSensitivityCallback")
-for _name in __all__[1:]:
+
+
+class GradCAMCallback(AttributionCallback):
+    """tf-explain's ``GradCAMCallback``: Grad-CAM at ``layer_name`` for ``class_index``."""
+
+    def __init__(self, validation_data: Any, class_index: Any = "label", layer_name: str | None = None,
+                 output_dir: str = "logs/xai", **options: Any) -> None:
+        super().__init__(validation_data, method="grad_cam", targets=class_index, log_dir=output_dir,
+                         layer=layer_name, **options)
+
+
+class ActivationsVisualizationCallback(keras.callbacks.Callback):
+    """tf-explain's ``ActivationsVisualizationCallback``: every epoch, each channel of the layers
+    ``layers_name`` for the validation examples, as one grid per layer and example
+    (:func:`xai_core.viz.activation_grid`), compiled once."""
+
+    def __init__(self, validation_data: Any, layers_name: Any, output_dir: str = "logs/xai", max_images: int = 4,
+                 writer: Any = "tensorboard") -> None:
+        super().__init__()
+        import jax
+
+        self.xs = _validation(validation_data, "predicted")[0][:max_images]
+        self.layers = [layers_name] if isinstance(layers_name, str) else list(layers_name)
+        self.writer = {"tensorboard": TensorBoardWriter, "png": PNGWriter}[writer](output_dir) \
+            if isinstance(writer, str) else writer
+        from xai_core import layer as layer_methods
+
+        self._fn = jax.jit(lambda m, xs, name: jax.vmap(layer_methods.activation(m, name))(xs), static_argnums=2)
+        self._m: Any = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        from xai_core.adapters import from_keras
+
+        self._m = from_keras(self.model)
+        names = [layer.name for layer in self._m.layers] if self._m.layers else []
+        missing = [n for n in self.layers if names and n not in names]
+        if missing:
+            raise ValueError(f"ActivationsVisualizationCallback: no layer {missing}; the model's layers: {names}.")
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        from xai_core.viz import activation_grid
+
+        m = self._m.with_params(([v.value for v in self.model.trainable_variables],
+                                 [v.value for v in self.model.non_trainable_variables]))
+        for name in self.layers:
+            acts = np.asarray(self._fn(m, self.xs, name))
+            for i, a in enumerate(acts):
+                grid = activation_grid(a) if a.ndim == 3 else activation_grid(a.reshape(1, 1, -1))
+                self.writer.image(f"activations/{name}/{i}", epoch, np.repeat(grid[..., None], 3, axis=-1))
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.writer.flush()
+
+
+for _name in __all__[1:6]:
     globals()[_name].__name__ = globals()[_name].__qualname__ = _name

@@ -22,13 +22,14 @@ from __future__ import annotations
 import csv
 import pathlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core import metrics
+from xai_core import cam, metrics
 from xai_core.registry import attribute, get_method
 
 #: Methods whose maps should sum to ``f(x) - f(x0)``: their gap is logged as a scalar.
@@ -119,16 +120,36 @@ class PNGWriter:
         self.flush()
 
 
+#: The CAMs of :mod:`xai_core.cam` a callback can log (``layer=`` names the layer).
+CAMS = ("grad_cam", "hires_cam", "grad_cam_plus_plus", "xgrad_cam", "layer_cam", "eigen_cam", "score_cam",
+        "ablation_cam")
+
+
+@dataclass(frozen=True)
+class _CamSpec:
+    name: str
+    needs_key: bool = False
+
+
 class Explainer:
     """``method`` with ``options``, compiled once: ``explainer(m, xs, targets, key)`` gives the
-    maps of a batch, and later weights (``m.with_params``) reuse the same program."""
+    maps of a batch, and later weights (``m.with_params``) reuse the same program. ``method``
+    is a name of ``xc.methods()`` or a CAM of :data:`CAMS` (then ``layer=`` is required)."""
 
-    def __init__(self, method: str = "gradient", **options: Any) -> None:
-        self.spec = get_method(method)  # an unknown name fails here, with the valid ones listed
-        self.method, self.options = method, options
+    def __init__(self, method: str = "gradient", layer: str | None = None, **options: Any) -> None:
+        if method in CAMS:
+            if layer is None:
+                raise ValueError(f"{method}: a CAM needs the layer to look at: layer='name' (one of m.layers).")
+            self.spec: Any = _CamSpec(method)
+        else:
+            self.spec = get_method(method)  # an unknown name fails here, with the valid ones listed
+        self.method, self.options, self.layer = method, options, layer
 
         def explain(m: Any, xs: jax.Array, ts: jax.Array, keys: jax.Array) -> jax.Array:
-            one = lambda x, t, k: attribute(m.score(t), x, method=method, key=k, **options)  # noqa: E731
+            if method in CAMS:
+                one = lambda x, t, k: getattr(cam, method)(m, layer, **options)(x, t)  # noqa: E731
+            else:
+                one = lambda x, t, k: attribute(m.score(t), x, method=method, key=k, **options)  # noqa: E731
             return jax.vmap(one)(xs, ts, keys)
 
         self._fn = jax.jit(explain)
@@ -152,11 +173,14 @@ def picture(x: np.ndarray, a: np.ndarray, channels_first: bool) -> np.ndarray:
     """The input (scaled to [0, 1]) beside its signed overlay: ``uint8 (H, 2W, 3)``."""
     from xai_core.viz import overlay
 
+    one_map = a.ndim == x.ndim - 1  # a CAM: one (H, W) map
     if channels_first:
-        x, a = np.moveaxis(x, 0, -1), np.moveaxis(a, 0, -1)
+        x = np.moveaxis(x, 0, -1)
+        a = a if one_map else np.moveaxis(a, 0, -1)
     x = (x - x.min()) / (x.max() - x.min() + 1e-12)
     image = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
-    return np.concatenate([np.round(255 * image).astype(np.uint8), overlay(x, a)], axis=1)
+    shown = overlay(x, a, channel_axis=None if one_map else -1)
+    return np.concatenate([np.round(255 * image).astype(np.uint8), shown], axis=1)
 
 
 _EXPLAINERS: dict[tuple[str, str], Explainer] = {}
@@ -191,7 +215,7 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
         gaps = [completeness_gap(m.score(int(t)), x, a, base) for x, t, a in zip(xs, ts, maps)]
         writer.scalar(f"{tag}/{name}/completeness_gap", step, float(np.mean(np.abs(gaps))))
     if masks is not None:
-        axis = 0 if first else -1
+        axis = None if maps.ndim == xs.ndim - 1 else 0 if first else -1
         share = [metrics.localization(a, k, channel_axis=axis) for a, k in zip(maps, np.asarray(masks)[:len(maps)])]
         writer.scalar(f"{tag}/{name}/localization", step, float(np.mean(share)))
     return maps
