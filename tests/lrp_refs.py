@@ -114,16 +114,16 @@ def require_zennit() -> types.ModuleType:
 
 
 class Logits(nn.Module):
-    """Wrap ``net`` so that ``forward`` is ``net.logits`` (the repo's torch models have one).
-
-    Zennit/Captum hooks see ``net``'s submodules through this wrapper."""
+    """Wrap ``net`` so that ``forward`` is ``net.logits`` when it has one (the repo's torch
+    models do: their forward ends in a softmax), else ``net`` itself. Zennit / Captum /
+    grad-cam hooks see ``net``'s submodules through this wrapper; every cross-check uses it."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x)
+        return self.net.logits(x) if hasattr(self.net, "logits") else self.net(x)
 
 
 def _targets(target: int | Sequence[int] | torch.Tensor, n: int) -> torch.Tensor:

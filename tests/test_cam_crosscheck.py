@@ -14,6 +14,7 @@ import xai_core as xc
 torch = pytest.importorskip("torch")
 
 import torch_models  # noqa: E402
+from lrp_refs import Logits  # noqa: E402
 from cam_refs import captum_guided_gradcam, gradcam_full, gradcam_raw, require_gradcam  # noqa: E402
 
 from xai_core.adapters import from_torch  # noqa: E402
@@ -34,14 +35,6 @@ def models() -> dict[str, tuple[torch.nn.Module, torch.nn.Module, str]]:
     res = torch_models.build("resnetish")
     return {"cnn relu": (cnn, cnn[3], "3"), "resnet block": (res, res.layer2[0], "layer2.0")}
 
-
-class Logits(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x) if hasattr(self.net, "logits") else self.net(x)
 
 
 def rel(ours: np.ndarray, theirs: np.ndarray) -> float:

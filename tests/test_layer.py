@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import torch_models  # noqa: E402
+from lrp_refs import Logits  # noqa: E402
 from rule_models import CNN, build, images  # noqa: E402
 
 from xai_core.adapters import from_torch  # noqa: E402
@@ -31,14 +32,6 @@ def module(net: torch.nn.Module, name: str) -> torch.nn.Module:
 
 CASES = {"cnn conv2": (lambda: build(CNN), "3", 16), "resnet layer1.1.conv2": (lambda: torch_models.build("resnetish").double(), "layer1.1.conv2", 16)}
 
-
-class Logits(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x) if hasattr(self.net, "logits") else self.net(x)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -79,20 +79,11 @@ def test_no_relu_and_a_relu_out_of_reach_are_errors() -> None:
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
+from lrp_refs import Logits  # noqa: E402
 from torch_models import MODELS, build, inputs  # noqa: E402
 
 from xai_core.adapters import from_torch  # noqa: E402
 
-
-class Logits(torch.nn.Module):
-    """A test model's forward without its softmax, as a module (Captum hooks its ReLU modules)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x)
 
 
 def rel(ours: object, theirs: object) -> float:
