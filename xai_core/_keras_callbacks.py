@@ -6,9 +6,11 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+import jax
 import keras
 import numpy as np
 
+from xai_core import layer as layer_methods
 from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, log_attributions
 
 __all__ = ["AttributionCallback", "GradientsInputsCallback", "IntegratedGradientsCallback",
@@ -43,8 +45,6 @@ class AttributionCallback(keras.callbacks.Callback):
         super().__init__()
         self.explainer = Explainer(method, layer=layer, **options)  # an unknown method fails now, not after an epoch
         if self.explainer.spec.needs_key and key is None:
-            import jax
-
             key = jax.random.key(0)
         self.xs, labels = _validation(validation_data, targets)
         self.xs = self.xs[:max_images]
@@ -61,8 +61,7 @@ class AttributionCallback(keras.callbacks.Callback):
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"AttributionCallback: every_n_epochs must be an int >= 1, got {every_n_epochs!r}.")
         self.every_n_epochs, self.masks, self.key = every_n_epochs, masks, key
-        self.writer = {"tensorboard": TensorBoardWriter, "png": PNGWriter}[writer](log_dir) if isinstance(writer, str) \
-            else writer
+        self.writer = _writer(writer, log_dir)
         self._m: Any = None
 
     def on_train_begin(self, logs: Any = None) -> None:
@@ -77,18 +76,31 @@ class AttributionCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
-        m = self._m.with_params(([v.value for v in self.model.trainable_variables],
-                                 [v.value for v in self.model.non_trainable_variables]))
+        m = _current(self._m, self.model)
         targets = self.targets
         if isinstance(targets, str):  # "predicted": the class the model picks now
-            import jax
-
             targets = np.asarray(jax.vmap(m.logits)(self.xs)).argmax(-1)
         log_attributions(self.writer, epoch, m, self.xs, targets, explainer=self.explainer, masks=self.masks,
                          key=self.key)
 
     def on_train_end(self, logs: Any = None) -> None:
         self.writer.flush()
+
+
+def _writer(writer: Any, log_dir: Any) -> Any:
+    """A writer given by name (``"tensorboard"``, ``"png"``) in ``log_dir``, or the one given."""
+    if not isinstance(writer, str):
+        return writer
+    kinds = {"tensorboard": TensorBoardWriter, "png": PNGWriter}
+    if writer not in kinds:
+        raise ValueError(f"callbacks: writer must be 'tensorboard', 'png' or a writer object, got {writer!r}.")
+    return kinds[writer](log_dir)
+
+
+def _current(m: Any, model: Any) -> Any:
+    """``m`` with the Keras model's weights now (no new conversion)."""
+    return m.with_params(([v.value for v in model.trainable_variables],
+                          [v.value for v in model.non_trainable_variables]))
 
 
 def _validation(data: Any, targets: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -113,13 +125,14 @@ def _validation(data: Any, targets: Any) -> tuple[np.ndarray, np.ndarray | None]
     return x, y.astype(np.int32)
 
 
-def _alias(method: str, doc: str) -> type:
+def _alias(method: str, name: str) -> type:
     class Alias(AttributionCallback):
         def __init__(self, validation_data: Any, class_index: Any = "label", output_dir: str = "logs/xai",
                      **options: Any) -> None:
             super().__init__(validation_data, method=method, targets=class_index, log_dir=output_dir, **options)
 
-    Alias.__doc__ = f"tf-explain's ``{doc}``: :class:`AttributionCallback` with ``method={method!r}``, " \
+    Alias.__name__ = Alias.__qualname__ = name
+    Alias.__doc__ = f"tf-explain's ``{name}``: :class:`AttributionCallback` with ``method={method!r}``, " \
                     "taking ``class_index`` (an int, or ``'label'``) and ``output_dir``."
     return Alias
 
@@ -148,13 +161,9 @@ class ActivationsVisualizationCallback(keras.callbacks.Callback):
     def __init__(self, validation_data: Any, layers_name: Any, output_dir: str = "logs/xai", max_images: int = 4,
                  writer: Any = "tensorboard") -> None:
         super().__init__()
-        import jax
-
         self.xs = _validation(validation_data, "predicted")[0][:max_images]
         self.layers = [layers_name] if isinstance(layers_name, str) else list(layers_name)
-        self.writer = {"tensorboard": TensorBoardWriter, "png": PNGWriter}[writer](output_dir) \
-            if isinstance(writer, str) else writer
-        from xai_core import layer as layer_methods
+        self.writer = _writer(writer, output_dir)
 
         self._fn = jax.jit(lambda m, xs, name: jax.vmap(layer_methods.activation(m, name))(xs), static_argnums=2)
         self._m: Any = None
@@ -171,8 +180,7 @@ class ActivationsVisualizationCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         from xai_core.viz import activation_grid
 
-        m = self._m.with_params(([v.value for v in self.model.trainable_variables],
-                                 [v.value for v in self.model.non_trainable_variables]))
+        m = _current(self._m, self.model)
         for name in self.layers:
             acts = np.asarray(self._fn(m, self.xs, name))
             for i, a in enumerate(acts):
@@ -183,5 +191,3 @@ class ActivationsVisualizationCallback(keras.callbacks.Callback):
         self.writer.flush()
 
 
-for _name in __all__[1:6]:
-    globals()[_name].__name__ = globals()[_name].__qualname__ = _name

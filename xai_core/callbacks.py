@@ -204,7 +204,7 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
         explainer = _EXPLAINERS.get(cache) or _EXPLAINERS.setdefault(cache, Explainer(method, **options))
     maps = np.asarray(explainer(m, xs, ts, key))
     host_x = np.asarray(xs)
-    first = host_x.ndim == 4 and host_x.shape[1] < host_x.shape[-1]
+    first = cam._channels_first(host_x[0], "auto")  # the CAMs' reading of the layout
     name = explainer.spec.name
     for i in range(len(host_x)):
         writer.image(f"{tag}/{name}/{i}", step, picture(host_x[i], maps[i], first))

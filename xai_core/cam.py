@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from xai_core._checks import check_batch_size, check_choice
 from xai_core._chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
+from xai_core.rules import guided_backprop
 
 CamFn = Callable[..., jax.Array]
 EPS_PLUS_PLUS, EPS_XGRAD = 1e-6, 1e-7  # pytorch-grad-cam's stabilizers in Grad-CAM++ and XGrad-CAM
@@ -70,10 +71,11 @@ def _spatial(x: jax.Array, first: bool) -> tuple[int, int]:
     return tuple(x.shape[1:3]) if first else tuple(x.shape[:2])  # type: ignore[return-value]
 
 
-def resize(cam: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """``cam`` (``(h, w)``) resized to ``size`` bilinearly (``jax.image.resize``; half-pixel
-    centres, as torch's ``interpolate(mode="bilinear", align_corners=False)`` and OpenCV)."""
-    return jax.image.resize(cam, size, "bilinear", antialias=False)
+def resize(cam: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax.Array:
+    """``cam`` (``(h, w)``) resized to ``size`` (``jax.image.resize``, no antialiasing; for
+    ``"bilinear"`` half-pixel centres, as torch's ``interpolate(mode="bilinear",
+    align_corners=False)`` and OpenCV)."""
+    return jax.image.resize(cam, size, method, antialias=False)
 
 
 def resize_corners(a: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -92,14 +94,30 @@ def _layer(m: Any, layer: str, x: jax.Array, channel_axis: Any,
     head, tail = m.split(layer, x)
     a = head(x)
     first = _channels_first(x, channel_axis)
-    shape = a.shape
 
     def to_layer(hwc: jax.Array) -> jax.Array:
         if grid is not None:
-            return a.at[a.shape[0] - grid[0] * grid[1]:].set(hwc.reshape(-1, shape[1]))
+            return a.at[a.shape[0] - grid[0] * grid[1]:].set(hwc.reshape(-1, a.shape[1]))
         return jnp.moveaxis(hwc, -1, 0) if first else hwc
 
     return _grid(a, first, grid, layer), lambda hwc: tail(to_layer(hwc), x), first
+
+
+def _with_gradient(m: Any, layer: str, x: jax.Array, target: Any, channel_axis: Any,
+                   grid: tuple[int, int] | None) -> tuple[jax.Array, jax.Array, bool]:
+    """``(A, g, first)``: the activation, ``dS_target / dA`` (both ``(h, w, C)``) and the layout."""
+    A, logits_of, first = _layer(m, layer, x, channel_axis, grid)
+    return A, jax.grad(lambda a: logits_of(a)[target])(A), first
+
+
+def _drops(m: Any, layer: str, x: jax.Array, target: Any, channel_axis: Any, grid: tuple[int, int] | None,
+           batch_size: Any) -> tuple[jax.Array, jax.Array, jax.Array, bool]:
+    """``(A, S, S - S_k, first)``: the score and its drop when each channel ``k`` is zeroed,
+    ``batch_size`` channels at a time."""
+    A, logits_of, first = _layer(m, layer, x, channel_axis, grid)
+    s = logits_of(A)[target]
+    drops = _per_channel(lambda k: s - logits_of(A.at[..., k].set(0))[target], A.shape[-1], batch_size, [A])
+    return A, s, drops, first
 
 
 def _finish(cam: jax.Array, x: jax.Array, first: bool, up: bool) -> jax.Array:
@@ -112,8 +130,7 @@ def _gradient_cam(name: str, combine: Callable[[jax.Array, jax.Array], jax.Array
     def build(m: Any, layer: str, *, upsample: bool = True, channel_axis: Any = "auto",
               grid: tuple[int, int] | None = None) -> CamFn:
         def cam(x: jax.Array, target: Any) -> jax.Array:
-            A, logits_of, first = _layer(m, layer, x, channel_axis, grid)
-            g = jax.grad(lambda a: logits_of(a)[target])(A)
+            A, g, first = _with_gradient(m, layer, x, target, channel_axis, grid)
             return _finish(jax.nn.relu(combine(A, g)), x, first, upsample)
 
         return cam
@@ -166,8 +183,7 @@ def grad_cam(m: Any, layer: str, *, channels: str = "all", top_k: int | None = N
     check_choice(channels, CHANNELS, "channels", "grad_cam")
 
     def cam(x: jax.Array, target: Any) -> jax.Array:
-        A, logits_of, first = _layer(m, layer, x, channel_axis, grid)
-        g = jax.grad(lambda a: logits_of(a)[target])(A)
+        A, g, first = _with_gradient(m, layer, x, target, channel_axis, grid)
         w = _select(grad_cam_weights(A, g), channels, top_k)
         sign = -1.0 if channels == "negative" else 1.0
         return _finish(jax.nn.relu(sign * (A @ w)), x, first, upsample)
@@ -192,8 +208,7 @@ def channel_weights(m: Any, layer: str, *, channel_axis: Any = "auto", grid: tup
     """``fn(x, target) -> a`` (one weight per channel): Grad-CAM's ``a_k = mean_ij dS/dA_kij``."""
 
     def weights(x: jax.Array, target: Any) -> jax.Array:
-        A, logits_of, _ = _layer(m, layer, x, channel_axis, grid)
-        return grad_cam_weights(A, jax.grad(lambda a: logits_of(a)[target])(A))
+        return grad_cam_weights(*_with_gradient(m, layer, x, target, channel_axis, grid)[:2])
 
     return weights
 
@@ -263,9 +278,7 @@ def ablation_cam(m: Any, layer: str, *, batch_size: int | str | None = DEFAULT_B
     batch_size = check_batch_size(batch_size, "ablation_cam")
 
     def cam(x: jax.Array, target: Any) -> jax.Array:
-        A, logits_of, first = _layer(m, layer, x, channel_axis, grid)
-        s = logits_of(A)[target]
-        drops = _per_channel(lambda k: s - logits_of(A.at[..., k].set(0))[target], A.shape[-1], batch_size, [A])
+        A, s, drops, first = _drops(m, layer, x, target, channel_axis, grid, batch_size)
         return _finish(jax.nn.relu(A @ (drops / s)), x, first, upsample)
 
     return cam
@@ -279,9 +292,7 @@ def rank_channels(m: Any, layer: str, *, batch_size: int | str | None = DEFAULT_
     batch_size = check_batch_size(batch_size, "rank_channels")
 
     def drops(x: jax.Array, target: Any) -> jax.Array:
-        A, logits_of, _ = _layer(m, layer, x, channel_axis, grid)
-        s = logits_of(A)[target]
-        return _per_channel(lambda k: s - logits_of(A.at[..., k].set(0))[target], A.shape[-1], batch_size, [A])
+        return _drops(m, layer, x, target, channel_axis, grid, batch_size)[2]
 
     return drops
 
@@ -292,14 +303,12 @@ def guided_grad_cam(m: Any, layer: str, *, interpolation: str = "bilinear", chan
 
     Selvaraju et al. 2017. ``interpolation`` is ``"bilinear"`` (every CAM's :func:`resize`)
     or ``"nearest"`` (Captum's ``GuidedGradCam``; equal to it for whole-number factors)."""
-    from xai_core.rules import guided_backprop
-
     check_choice(interpolation, ("bilinear", "nearest"), "interpolation", "guided_grad_cam")
     gc = grad_cam(m, layer, upsample=False, channel_axis=channel_axis)
 
     def cam(x: jax.Array, target: Any) -> jax.Array:
         first = _channels_first(x, channel_axis)
-        heat = jax.image.resize(gc(x, target), _spatial(x, first), interpolation, antialias=False)
+        heat = resize(gc(x, target), _spatial(x, first), interpolation)
         return guided_backprop(m.score(target))(x) * (heat[None] if first else heat[..., None])
 
     return cam

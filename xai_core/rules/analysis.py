@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
-import jax
-from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
+from jax.extend.core import Jaxpr, JaxprEqn, Literal, Var
 
 from xai_core.graph.interpreter import _inner
 from xai_core.graph.marks import LAYER_MARK
@@ -144,14 +143,12 @@ def _layers(p: Program) -> None:
 
 def no_rule(eqn: JaxprEqn, method: str) -> str:
     """Why ``method`` has no rule for ``eqn``: a call it does not enter, or a primitive it lacks."""
-    if any(isinstance(v, (ClosedJaxpr, Jaxpr)) for v in jax.tree.leaves(dict(eqn.params), is_leaf=_is_program)):
+    from xai_core.rules.engine import _bodies
+
+    if _bodies(eqn):
         return (f"a {eqn.primitive.name!r} whose body {method} does not enter (its rules would not reach the "
                 "operations inside); trace the model without it, e.g. unroll a scan over layers into a loop")
     return f"no {method} rule for this primitive"
-
-
-def _is_program(v: Any) -> bool:
-    return isinstance(v, (ClosedJaxpr, Jaxpr))
 
 
 def describe(eqns: Iterable[tuple[JaxprEqn, str]], p: Program) -> str:

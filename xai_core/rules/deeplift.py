@@ -173,11 +173,11 @@ def _maximum(fn: Callable[[jax.Array], jax.Array], a: jax.Array, a0: jax.Array) 
     return pooled(a, sg(a0))
 
 
-def _run(p: Program, consts: list[Any], xs: list[jax.Array], x0s: list[jax.Array]) -> jax.Array:
+def _run(p: Program, plan: dict[int, str], consts: list[Any], xs: list[jax.Array],
+         x0s: list[jax.Array]) -> jax.Array:
     """The score at ``xs``, differentiable into DeepLift's multipliers against ``x0s``."""
     ref: dict = {}
     _interpret(p.jaxpr, consts, [sg(b) for b in x0s], inline=True, env=ref)
-    plan = _plan(p)
     env: dict = {}
 
     def rule(eqn: JaxprEqn, *invals: Any) -> Any:
@@ -213,7 +213,8 @@ def multipliers(score_fn: ScoreFn, method: str = "deeplift") -> Callable[[Inputs
     def run(inputs: Inputs, xs: list[jax.Array], x0s: list[jax.Array]) -> list[jax.Array]:
         closed = trace(lambda leaves: score(inputs.score_input(leaves)), xs, calls=RULE_CALLS)
         p = analyse(closed.jaxpr)
-        grad = lambda xs, x0s: jax.grad(lambda ls: _run(p, list(closed.consts), ls, x0s))(xs)  # noqa: E731
+        plan = _plan(p)  # raises here, before anything runs, if an operation has no rule
+        grad = lambda xs, x0s: jax.grad(lambda ls: _run(p, plan, list(closed.consts), ls, x0s))(xs)  # noqa: E731
         return fast_kernels(grad)(xs, x0s)
 
     return run
@@ -225,8 +226,8 @@ def deeplift(score_fn: ScoreFn, baseline: Any = None) -> Callable[[Any], Any]:
     Shrikumar et al. 2017; the rules, and how the max-pooling rule differs from Captum's, are
     in :mod:`xai_core.rules.deeplift`. ``baseline`` is ``x0`` as in
     :func:`xai_core.integrated_gradients` (``None``: zeros). Equal to Captum's ``DeepLift``
-    on models whose nonlinearities are ``nn.Module`` activations and which have no
-    max-pooling (and with it, on ``nn.MaxPool2d``); unlike it, the same on every way of writing the model (``F.relu``, a ReLU
+    on models whose nonlinearities are ``nn.Module`` activations and whose max-pools do not
+    overlap; unlike it, the same on every way of writing the model (``F.relu``, a ReLU
     module used twice, an inline residual add).
 
     >>> import jax, jax.numpy as jnp, xai_core as xc

@@ -33,7 +33,7 @@ from xai_core.inputs import split_inputs
 from xai_core.rules.composites import Composite, resolve
 from xai_core.rules.analysis import operands
 from xai_core.rules.lrp_plan import BIJECTIONS, Chain, Plan, plan
-from xai_core.rules.lrp_rules import Affine, Rule, stabilize
+from xai_core.rules.lrp_rules import Affine, Rule, ratio
 
 sg = lax.stop_gradient
 
@@ -131,9 +131,8 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
                 vals = list(aux)
                 for i, o in zip(deps, ops):
                     vals[i] = o
-                _, vjp = jax.vjp(lambda *o: _bind(eqn, [*o])[0], *vals)
-                total = _bind(eqn, vals)[0]
-                grads = vjp(jnp.where(total == 0, 0, R / jnp.where(total == 0, 1, stabilize(total, stabilizer))))
+                total, vjp = jax.vjp(lambda *o: _bind(eqn, [*o])[0], *vals)
+                grads = vjp(ratio(R, total, stabilizer))
                 return [(vals[i] * grads[i]).astype(vals[i].dtype) for i in deps]
 
             others = [jnp.asarray(sg(v)) for v in invals]

@@ -145,11 +145,7 @@ def plan(jaxpr: Any) -> Plan:
             out.chains[id(end)] = Chain(r, None, None, post, "other", layer=p.layer_of.get(id(post[0])))
         if name in ("add", "sub", "add_any") and len(deps) >= 2:
             out.norms.add(id(eqn))
-        elif name in STRUCTURAL or name in MAXIMA or (name in ("add", "sub") and len(deps) == 1) or name == "stop_gradient":
-            pass
-        elif name in _ARITHMETIC | BIJECTIONS and len(deps) == 1:
-            pass
-        else:
+        elif not (name in _MOVES or (name in _ARITHMETIC | BIJECTIONS and len(deps) == 1)):
             why = ("a product of two activations, neither of them a softmax, sigmoid or normalizer; LRP has no "
                    "conservative rule for it (wrap the factor that is a weight in jax.lax.stop_gradient)"
                    if name in _WEIGHTED | {"mul", "div"} else no_rule(eqn, "LRP"))
@@ -166,6 +162,8 @@ def plan(jaxpr: Any) -> Plan:
     return out
 
 
+#: Operations whose gradient moves relevance as it is (reshapes, slices, max-pooling).
+_MOVES = STRUCTURAL | MAXIMA | {"stop_gradient"}
 #: One-operand operations that keep every entry once (folded into an affine chain as they are).
 BIJECTIONS = frozenset({"transpose", "reshape", "squeeze", "expand_dims", "broadcast_in_dim", "name", "copy",
                         "copy_p", "convert_element_type", "reduce_precision"})

@@ -60,6 +60,11 @@ def stabilize(d: jax.Array, eps: float) -> jax.Array:
     return d + eps * jnp.where(d >= 0, 1, -1).astype(d.dtype)
 
 
+def ratio(R: jax.Array, z: jax.Array, eps: float) -> jax.Array:
+    """``R / stabilize(z, eps)``, and 0 where ``z = 0`` (so ``eps = 0`` is LRP-0)."""
+    return jnp.where(z == 0, 0, R / jnp.where(z == 0, 1, stabilize(z, eps)))
+
+
 @dataclass(frozen=True)
 class Rule:
     """An LRP rule: ``rule(op, a, R) -> R_a`` for an :class:`Affine` ``op``."""
@@ -96,8 +101,7 @@ def zero() -> Rule:
     """LRP-0: ``epsilon`` without a stabilizer; outputs with ``z = 0`` pass nothing."""
 
     def fn(op: Affine, a: jax.Array, R: jax.Array) -> jax.Array:
-        z = op.z
-        return a * op.T("w", a, jnp.where(z == 0, 0, R / jnp.where(z == 0, 1, z)))
+        return a * op.T("w", a, ratio(R, op.z, 0.0))
 
     return Rule("zero", fn)
 
@@ -140,12 +144,15 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
         def lin(v: jax.Array, boost: str) -> jax.Array:
             return op.lin(v, "w") + gamma * op.lin(v, boost)
 
-        def back(v: jax.Array, boost: str, s: jax.Array) -> jax.Array:
-            return op.T("w", a, s) + gamma * op.T(boost, a, s)
-
-        up = jnp.where(z > 0, R, 0) / stabilize(lin(ap, "w+") + lin(an, "w-") + op.bias + gamma * _pos(op.bias), stabilizer)
-        down = jnp.where(z < 0, R, 0) / stabilize(lin(ap, "w-") + lin(an, "w+") + op.bias + gamma * _neg(op.bias), stabilizer)
-        return ap * (back(ap, "w+", up) + back(ap, "w-", down)) + an * (back(an, "w-", up) + back(an, "w+", down))
+        up = jnp.where(z > 0, R, 0) / stabilize(lin(ap, "w+") + lin(an, "w-") + op.bias + gamma * _pos(op.bias),
+                                                stabilizer)
+        down = jnp.where(z < 0, R, 0) / stabilize(lin(ap, "w-") + lin(an, "w+") + op.bias + gamma * _neg(op.bias),
+                                                  stabilizer)
+        # (W + g W+)^T up + (W + g W-)^T down for a+, and with W+ / W- swapped for a-: each transpose once
+        both = op.T("w", a, up + down)
+        plus_up, minus_up, plus_down, minus_down = (op.T(w, a, s) for w, s in
+                                                    (("w+", up), ("w-", up), ("w+", down), ("w-", down)))
+        return ap * (both + gamma * (plus_up + minus_down)) + an * (both + gamma * (minus_up + plus_down))
 
     return Rule("gamma", fn, (("gamma", gamma), ("stabilizer", stabilizer)))
 
