@@ -24,8 +24,6 @@ other code does not see a fake torchvision.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 import types
 import warnings
@@ -34,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from reference_imports import import_with_stub, require
 
 __all__ = [
     "GRADCAM_METHODS",
@@ -95,44 +94,15 @@ def import_gradcam() -> types.ModuleType:
     Raises ImportError when grad-cam is not installed. A real ``torchvision.transforms``
     already in ``sys.modules`` is used as is; otherwise a stub is installed for the import
     only and removed afterwards (the previous ``sys.modules`` entries are restored)."""
-    if "pytorch_grad_cam.sess" in sys.modules:
-        return sys.modules["pytorch_grad_cam"]
-    if importlib.util.find_spec("pytorch_grad_cam") is None:
-        raise ImportError("grad-cam is not installed (pip install --no-deps grad-cam==1.5.7 "
-                          "opencv-python-headless ttach scikit-learn scipy tqdm matplotlib)")
-    stubbed = []
-    saved = {name: sys.modules.get(name) for name in _TV_NAMES}
-    if "torchvision.transforms.functional" not in sys.modules:
-        for name, module in _torchvision_stub().items():
-            sys.modules[name] = module
-            stubbed.append(name)
-    try:
-        gc = importlib.import_module("pytorch_grad_cam")
-        for sub in ("base_cam", "score_cam", "ablation_cam", "utils.image", "utils.model_targets",
-                    "utils.svd_on_activations", "sess"):
-            importlib.import_module(f"pytorch_grad_cam.{sub}")
-    finally:
-        for name in stubbed:
-            if saved[name] is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = saved[name]
-    return gc
+    return import_with_stub("pytorch_grad_cam", ("base_cam", "score_cam", "ablation_cam", "utils.image",
+                                                 "utils.model_targets", "utils.svd_on_activations", "sess"),
+                            _torchvision_stub, "pip install --no-deps grad-cam==1.5.7 opencv-python-headless ttach "
+                            "scikit-learn scipy tqdm matplotlib")
 
 
 def require_gradcam() -> types.ModuleType:
-    """``import_gradcam()``, or ``pytest.skip`` when grad-cam is missing; in CI (``CI=true``,
-    where the README's test command installs it) a missing grad-cam is an error, not a skip."""
-    import os
-
-    import pytest
-
-    try:
-        return import_gradcam()
-    except ImportError as err:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(err))
+    """``import_gradcam()``, or ``pytest.skip`` when grad-cam is missing (an error in CI)."""
+    return require(import_gradcam)
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,9 +18,6 @@ code (``find_spec("torchvision")``, ``importorskip``) does not see a fake torchv
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
-import sys
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from reference_imports import import_with_stub, require
 
 __all__ = [
     "Logits",
@@ -71,42 +69,13 @@ def import_zennit() -> types.ModuleType:
     Raises ImportError when zennit is not installed. A real torchvision already in
     ``sys.modules`` is used as is; otherwise a stub is installed for the import only.
     """
-    if "zennit.torchvision" in sys.modules:
-        return sys.modules["zennit"]
-    if importlib.util.find_spec("zennit") is None:
-        raise ImportError("zennit is not installed (pip install --no-deps zennit==0.5.1)")
-    stubbed = []
-    if "torchvision.models.resnet" not in sys.modules:
-        saved = {name: sys.modules.get(name) for name in _TV_NAMES}
-        for name, module in _torchvision_stub().items():
-            sys.modules[name] = module
-            stubbed.append(name)
-    try:
-        zennit = importlib.import_module("zennit")
-        for sub in ("attribution", "canonizers", "composites", "core", "layer", "rules", "torchvision", "types"):
-            importlib.import_module(f"zennit.{sub}")
-    finally:
-        for name in stubbed:
-            if saved[name] is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = saved[name]
-    return zennit
+    return import_with_stub("zennit", ("attribution", "canonizers", "composites", "core", "layer", "rules", "types",
+                                       "torchvision"), _torchvision_stub, "pip install --no-deps zennit==0.5.1")
 
 
 def require_zennit() -> types.ModuleType:
-    """``import_zennit()``, or ``pytest.skip`` when zennit is missing; in CI (``CI=true``, where
-    the README's test command installs it) a missing zennit is an error, not a skip."""
-    import os
-
-    import pytest
-
-    try:
-        return import_zennit()
-    except ImportError as err:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(err))
+    """``import_zennit()``, or ``pytest.skip`` when zennit is missing (an error in CI)."""
+    return require(import_zennit)
 
 
 # ---------------------------------------------------------------------------------------

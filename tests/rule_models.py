@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_models import randomize_batchnorm
 
 
 class MLP(nn.Sequential):
@@ -42,13 +43,7 @@ class ResNet(nn.Module):
         self.conv, self.bn, self.relu = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()
         self.block1, self.block2 = Block(8), Block(8)
         self.pool, self.flat, self.fc = nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes)
-        with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.5, 0.5)
-                    m.running_var.uniform_(0.5, 2.0)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
+        randomize_batchnorm(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block2(self.block1(self.relu(self.bn(self.conv(x)))))

@@ -16,6 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def randomize_batchnorm(module: nn.Module) -> None:
+    """Random running statistics, scales and shifts for every BatchNorm2d of ``module``."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
 class SmallCNN(nn.Sequential):
     """Conv, ReLU, max-pool, flatten, linear, softmax, as layers."""
 
@@ -60,13 +71,7 @@ class ResNetish(nn.Module):
         self.layer2 = nn.Sequential(BasicBlock(8, 16, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, classes)
-        with torch.no_grad():  # non-trivial running statistics, so eval mode matters
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.5, 0.5)
-                    m.running_var.uniform_(0.5, 2.0)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
+        randomize_batchnorm(self)  # non-trivial running statistics, so eval mode matters
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
