@@ -1,4 +1,4 @@
-"""The ``xai-core`` command: ``xai-core demo`` and ``xai-core methods``."""
+"""The ``xai-core`` command: ``xai-core demo``, ``xai-core evaluate`` and ``xai-core methods``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xai_core.demo import add_arguments
 
     add_arguments(demo)
+    evaluate = commands.add_parser("evaluate", help="rank the demo's methods by every metric on the shapes model")
+    from xai_core import evaluate as evaluation
+
+    evaluation.add_arguments(evaluate)
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return evaluation.run(args)
     if args.command == "methods":
         from xai_core.registry import get_method, methods
 

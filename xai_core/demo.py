@@ -170,7 +170,8 @@ def train_shapes_model(
 
     module = ShapesCNN()
     total_steps = epochs * (n_train // batch_size)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(total_steps // 10, 1), total_steps)
+    warmup = max(total_steps // 10, 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(total_steps, warmup + 1))
     optimizer = optax.adam(schedule)
 
     @jax.jit
