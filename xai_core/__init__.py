@@ -34,7 +34,8 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
-from xai_core import cam, featureviz, layer
+from xai_core import cam, featureviz, layer, metrics
+from xai_core.evaluation import evaluate
 from xai_core.inputs import fixed
 from xai_core.perturbation import occlusion
 from xai_core.registry import attribute, methods, register
@@ -52,6 +53,7 @@ __all__ = [
     "cam",
     "completeness_gap",
     "deconvnet",
+    "evaluate",
     "deeplift",
     "deeplift_shap",
     "featureviz",
@@ -64,6 +66,7 @@ __all__ = [
     "layer",
     "lrp",
     "methods",
+    "metrics",
     "occlusion",
     "path_rule",
     "register",

@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(demo)
     evaluate = commands.add_parser("evaluate", help="rank the demo's methods by every metric on the shapes model")
-    from xai_core import evaluate as evaluation
+    from xai_core import evaluation
 
     evaluation.add_arguments(evaluate)
     args = parser.parse_args(argv)

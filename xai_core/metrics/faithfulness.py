@@ -78,6 +78,15 @@ def _even_counts(steps: int, n: int, metric: str) -> np.ndarray:
     return np.round(np.linspace(0, n, steps + 1)).astype(np.int32)
 
 
+def _map_shape(x: jax.Array, channel_axis: int) -> tuple[int, ...]:
+    """An image's shape without its channel axis (the grid the cells tile)."""
+    shape = jnp.shape(x)
+    if len(shape) != 3:
+        raise ValueError(f"expected one image (H, W, C) or (C, H, W) with channel_axis=0, got shape {shape}.")
+    axis = channel_axis % 3
+    return shape[:axis] + shape[axis + 1:]
+
+
 def _n_features(x: jax.Array, attribution: jax.Array, segments: Any, n_segments: int | None,
                 channel_axis: int | None, metric: str) -> int:
     a = feature_map(attribution, jnp.shape(x), channel_axis, metric)
@@ -159,10 +168,10 @@ def pixel_flipping(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, f
 
 def region_perturbation(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, patch: int = 8,
                         regions: int | None = None, baseline: Any = 0.0, order: str = "most_relevant_first",
-                        batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> jax.Array:
+                        channel_axis: int = -1, batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> jax.Array:
     """Region perturbation (Samek et al., "Evaluating the Visualization of What a Deep Neural
     Network Has Learned", IEEE TNNLS 2017): the ``patch`` x ``patch`` cells of a grid over the
-    ``(H, W, C)`` image, ranked by their summed relevance, are set to ``baseline`` one more at a
+    image (``(H, W, C)``; ``channel_axis=0`` for ``(C, H, W)``), ranked by their summed relevance, are set to ``baseline`` one more at a
     time; returns the ``regions + 1`` scores (all cells when ``regions`` is None). Summarise with
     :func:`aopc`: **higher is better** for MoRF.
 
@@ -171,11 +180,11 @@ def region_perturbation(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array,
     """
     metric = "region_perturbation"
     check_positive_int(patch, "patch", metric)
-    segments = grid_segments(jnp.shape(x)[:2], cell=patch)
+    segments = grid_segments(_map_shape(x, channel_axis), cell=patch)
     n = int(segments.max()) + 1
     regions = n if regions is None else min(check_positive_int(regions, "regions", metric), n)
     return curve(score_fn, x, attribution, np.arange(regions + 1), order=order, baseline=baseline,
-                 segments=segments, n_segments=n, batch_size=batch_size, metric=metric)
+                 segments=segments, n_segments=n, channel_axis=channel_axis, batch_size=batch_size, metric=metric)
 
 
 def aopc(scores: jax.Array) -> jax.Array:
@@ -203,7 +212,7 @@ def irof(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, segments: Any,
     x = check_input(x, metric)
     if isinstance(baseline, str):
         check_choice(baseline, ("mean",), "baseline", metric)
-        axes = tuple(range(x.ndim - 1)) if channel_axis is not None else None
+        axes = None if channel_axis is None else tuple(i for i in range(x.ndim) if i != channel_axis % x.ndim)
         baseline = jnp.broadcast_to(x.mean(axis=axes, keepdims=True), x.shape)
     n = _n_features(x, attribution, segments, n_segments, channel_axis, metric)
     scores = curve(score_fn, x, attribution, np.arange(n + 1), baseline=baseline, segments=segments,

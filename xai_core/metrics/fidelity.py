@@ -94,9 +94,10 @@ def faithfulness_correlation(score_fn: ScoreFn, x: jax.Array, attribution: jax.A
 
 def mufidelity(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, key: jax.Array, grid: int = 9,
                subset_percent: float = 0.2, runs: int = 128, baseline: Any = 0.0, similarity: str = "pearson",
-               batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> jax.Array:
+               channel_axis: int = -1, batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> jax.Array:
     """MuFidelity (Bhatt et al. 2020, as Xplique's ``MuFidelity``): faithfulness correlation
-    over a ``grid`` x ``grid`` grid of cells on an ``(H, W, C)`` image, each cell removed
+    over a ``grid`` x ``grid`` grid of cells on an image (``(H, W, C)``; ``channel_axis=0`` for
+    ``(C, H, W)``), each cell removed
     independently with probability ``subset_percent`` in each of ``runs`` draws. **Higher is
     better.**
 
@@ -110,10 +111,15 @@ def mufidelity(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, key: 
     check_positive_int(runs, "runs", metric)
     if not 0 < subset_percent < 1:
         raise ValueError(f"{metric}: subset_percent must be in (0, 1), got {subset_percent}.")
-    segments = grid_segments(jnp.shape(x)[:2], cells=check_positive_int(grid, "grid", metric))
+    shape = jnp.shape(x)
+    if len(shape) != 3:
+        raise ValueError(f"{metric}: expected one image (H, W, C), or (C, H, W) with channel_axis=0, got {shape}.")
+    axis = channel_axis % 3
+    segments = grid_segments(shape[:axis] + shape[axis + 1:], cells=check_positive_int(grid, "grid", metric))
     removed = jax.random.uniform(key, (runs, grid * grid)) < subset_percent
     return removal_correlation(score_fn, x, attribution, removed, baseline=baseline, segments=segments,
-                               n_segments=grid * grid, similarity=similarity, batch_size=batch_size, metric=metric)
+                               n_segments=grid * grid, similarity=similarity, channel_axis=channel_axis,
+                               batch_size=batch_size, metric=metric)
 
 
 def infidelity(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, key: jax.Array | None = None,

@@ -1,6 +1,6 @@
 """Which method should I use, on *my* model? Run methods x metrics and rank them.
 
-``evaluate(model, images, labels, masks=..., methods=..., metrics=...)`` explains every image
+``xc.evaluate(model, images, labels, masks=..., methods=..., metrics=...)`` explains every image
 with every method (one jitted, vmapped program per method), scores every map with every
 metric (one program per method and metric), and returns a :class:`Report`: the mean per
 method and metric, the per-image values, and the model-randomization curves per layer.
@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 import time
@@ -32,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import xai_core as xc
-from xai_core import metrics as xm
+from xai_core import cam, metrics as xm
+from xai_core.gradients import gradient
+from xai_core.registry import attribute, get_method
 from xai_core.report import Report
 
 Explain = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -125,8 +127,8 @@ def _method(spec: Any) -> Explain:
     if callable(spec):
         return spec
     name, options = (spec, {}) if isinstance(spec, str) else spec
-    xc.registry.get_method(name)  # an unknown name fails here, listing the known ones
-    return lambda m, x, t, k: xc.attribute(m.score(t), x, method=name, key=k, **options)
+    get_method(name)  # an unknown name fails here, listing the known ones
+    return lambda m, x, t, k: attribute(m.score(t), x, method=name, key=k, **options)
 
 
 def _progress(done: int, total: int, label: str, start: float) -> None:
@@ -169,8 +171,8 @@ def evaluate(model: Any, images: Any, labels: Any, *, masks: Any = None,
     keys = jax.random.split(metric_key, len(xs))
     options: dict[str, Any] = {"baseline": baseline, "classes": int(jnp.shape(model.logits(xs[0]))[-1])}
     if "randomization" in metrics:
-        gradient = lambda p, x: xc.gradient(model.with_params(p).score(ts[0]))(x)  # noqa: E731
-        options["layers"] = xm.param_layers(gradient, model.params, xs[0])
+        explain_gradient = lambda p, x: gradient(model.with_params(p).score(ts[0]))(x)  # noqa: E731
+        options["layers"] = xm.param_layers(explain_gradient, model.params, xs[0])
         options["randomized"] = xm.randomize(model.params, options["layers"], random_key)
     report = Report(higher={name: METRICS[name].higher for name in metrics}, layers=options.get("layers", []))
     total, done, start = len(named) * (1 + len(metrics)), 0, time.perf_counter()
@@ -210,8 +212,8 @@ def shapes_methods() -> dict[str, Explain]:
     from xai_core import demo
 
     named: dict[str, Any] = dict(demo.METHODS.items())
-    for label, (cam, layer) in demo.CAMS.items():
-        named[label] = lambda m, x, t, k, cam=cam, layer=layer: getattr(xc.cam, cam)(m, layer)(x, t)
+    for label, (name, layer) in demo.CAMS.items():
+        named[label] = lambda m, x, t, k, name=name, layer=layer: getattr(cam, name)(m, layer)(x, t)
     return {label: _method(spec) for label, spec in named.items()}
 
 
@@ -253,6 +255,11 @@ def run(args: Any) -> int:
                       key=key, baseline=demo.GREY, progress=not args.no_progress)
     print(f"\n{args.images} test images of the shapes data (64x64x3), true class, grey (0.5) baseline:\n")
     print(report.to_markdown())
-    for name in ("table.md", "table.csv", "report.json", "report.png"):
+    files = ["table.md", "table.csv", "report.json"]
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no plot: matplotlib is not installed (pip install 'xai-core[eval]')")
+    else:
+        files.append("report.png")
+    for name in files:
         print(f"wrote {report.save(args.out_dir / name)}")
     return 0
