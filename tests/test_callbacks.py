@@ -271,3 +271,13 @@ def test_grad_cam_and_activations_callbacks(tmp_path) -> None:
         assert step == 1 and np.abs(got[..., 0].astype(int) - grid.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="a CAM needs the layer"):
         callbacks.AttributionCallback((x[:2], y[:2]), method="grad_cam", log_dir=tmp_path)
+
+
+def test_other_names_do_not_import_keras() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, inspect, xai_core.callbacks as c; inspect.unwrap(c); "
+            "assert not hasattr(c, '__wrapped__'); assert 'keras' not in sys.modules; "
+            "from xai_core import _keras_callbacks as k; assert sorted(k.__all__) == sorted(c.KERAS_CALLBACKS)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -115,3 +115,20 @@ def test_cli_evaluate_writes_the_table(tmp_path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "report.json", "report.png"}
     with pytest.raises(SystemExit, match="unknown"):
         main(["evaluate", "--methods", "nope", "--out-dir", str(out)])
+
+
+def test_channel_first_torch_model() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    model = xc.adapters.from_torch(net, torch.zeros(1, 3, 8, 8))
+    xs = jax.random.uniform(jax.random.key(2), (2, 3, 8, 8))
+    ts, masks = jnp.array([0, 2]), jnp.zeros((2, 8, 8), bool).at[:, :4].set(True)
+    report = evaluate(model, xs, ts, masks=masks, methods=["gradient_x_input"],
+                      metrics=["insertion", "localization", "infidelity", "randomization"], key=jax.random.key(0),
+                      channel_axis=0, progress=False)
+    maps = jax.vmap(lambda x, t: xc.gradient_x_input(model.score(t))(x))(xs, ts)
+    direct = [xm.localization(a, m, channel_axis=0) for a, m in zip(maps, masks)]
+    np.testing.assert_allclose(report.per_image["gradient_x_input"]["localization"], direct, rtol=1e-5)
+    assert report.layers == ["3", "0"]  # torch module names, the output side first

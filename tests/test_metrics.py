@@ -375,6 +375,9 @@ def test_metrics_jit_vmap_and_chunking(linear) -> None:
         "sensitivity_max": lambda x, a, b: xm.sensitivity_max(xc.gradient_x_input(f), x, key=key, samples=5,
                                                               batch_size=b),
         "road": lambda x, a, b: xm.road(f, x, a, key=key, percentages=(0.2, 0.5, 0.8), batch_size=b),
+        "region_perturbation": lambda x, a, b: xm.region_perturbation(f, x, a, patch=2, batch_size=b),
+        "irof": lambda x, a, b: xm.irof(lambda x: jax.nn.sigmoid(f(x)), x, a, np.arange(36).reshape(6, 6) // 4, batch_size=b),
+        "mufidelity": lambda x, a, b: xm.mufidelity(f, x, a, key=key, grid=3, runs=6, batch_size=b),
     }
     for name, metric in cases.items():
         eager = jnp.stack([metric(xi, ai, None) for xi, ai in zip(xs, maps)])

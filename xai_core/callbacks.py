@@ -221,9 +221,17 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
     return maps
 
 
-def __getattr__(name: str) -> Any:  # the Keras callbacks, built on first use (keras imported only then)
-    from xai_core import _keras_callbacks
+KERAS_CALLBACKS = ("AttributionCallback", "VanillaGradientsCallback", "GradientsInputsCallback",
+                   "IntegratedGradientsCallback", "SmoothGradCallback", "OcclusionSensitivityCallback",
+                   "GradCAMCallback", "ActivationsVisualizationCallback")
+"""The Keras callbacks (:mod:`xai_core._keras_callbacks`), built on first use: keras is imported
+only when one of these names is looked up (any other name, e.g. a tool probing ``__wrapped__``,
+is an AttributeError without importing keras)."""
 
-    if name in _keras_callbacks.__all__:
+
+def __getattr__(name: str) -> Any:
+    if name in KERAS_CALLBACKS:
+        from xai_core import _keras_callbacks
+
         return getattr(_keras_callbacks, name)
     raise AttributeError(f"module 'xai_core.callbacks' has no attribute {name!r}")

@@ -56,8 +56,14 @@ class Context(NamedTuple):
 
     @property
     def axis(self) -> int | None:
-        """The attribution's channel axis (-1), or None for an (H, W) map (a CAM)."""
-        return -1 if jnp.ndim(self.attribution) == jnp.ndim(self.x) else None
+        """The attribution's channel axis, or None for an (H, W) map (a CAM)."""
+        return self.options["channel_axis"] if jnp.ndim(self.attribution) == jnp.ndim(self.x) else None
+
+    @property
+    def full(self) -> jax.Array:
+        """The attribution broadcast to x's shape (a CAM repeated over the channels)."""
+        a = self.attribution if self.axis is not None else jnp.expand_dims(self.attribution, self.options["channel_axis"])
+        return jnp.broadcast_to(a, self.x.shape)
 
     @property
     def score(self) -> Callable[[jax.Array], jax.Array]:
@@ -75,29 +81,29 @@ class Metric:
 
 
 def _subset(c: Context) -> int:
-    pixels = math.prod(jnp.shape(c.attribution)[:2])
+    pixels = math.prod(jnp.shape(c.attribution)) // (1 if c.axis is None else jnp.shape(c.x)[c.axis])
     return max(1, min(224, pixels // 4))
 
 
 def _randomized(c: Context) -> jax.Array:
     values = xm.model_randomization(lambda p, x: c.explain(c.model.with_params(p), x, c.target, c.key), c.model.params,
                                     c.x, randomized=c.options["randomized"], layers=c.options["layers"],
-                                    similarity="spearman_abs")
+                                    similarity="spearman_abs", channel_axis=c.options["channel_axis"])
     return jnp.stack(list(values.values()))
 
 
 METRICS: dict[str, Metric] = {
-    "deletion": Metric(lambda c: xm.deletion(c.score, c.x, c.attribution, steps=32, baseline=c.options["baseline"]),
+    "deletion": Metric(lambda c: xm.deletion(c.score, c.x, c.attribution, steps=32, baseline=c.options["baseline"],
+                                        channel_axis=c.options["channel_axis"]),
                        False, summary="AUC of the score as the top pixels are deleted"),
-    "insertion": Metric(lambda c: xm.insertion(c.score, c.x, c.attribution, steps=32, baseline=c.options["baseline"]),
+    "insertion": Metric(lambda c: xm.insertion(c.score, c.x, c.attribution, steps=32, baseline=c.options["baseline"],
+                                        channel_axis=c.options["channel_axis"]),
                         True, summary="AUC of the score as the top pixels are inserted"),
     "faithfulness_correlation": Metric(
         lambda c: xm.faithfulness_correlation(c.score, c.x, c.attribution, key=c.key, runs=64, subset_size=_subset(c),
-                                              baseline=c.options["baseline"]),
+                                              baseline=c.options["baseline"], channel_axis=c.options["channel_axis"]),
         True, summary="correlation of held attribution and score drop over random subsets"),
-    "infidelity": Metric(lambda c: xm.infidelity(c.score, c.x, jnp.broadcast_to(
-        c.attribution[..., None] if c.axis is None else c.attribution, c.x.shape), key=c.key, samples=32,
-        normalize=True), False, summary="error of the map's linear prediction under noise (scale-free)"),
+    "infidelity": Metric(lambda c: xm.infidelity(c.score, c.x, c.full, key=c.key, samples=32, normalize=True), False, summary="error of the map's linear prediction under noise (scale-free)"),
     "sensitivity_max": Metric(lambda c: xm.sensitivity_max(lambda x: c.explain(c.model, x, c.target, c.key), c.x,
                                                            key=c.key, samples=8, relative=True),
                               False, summary="largest relative change of the map under 0.02 noise"),
@@ -117,7 +123,7 @@ METRICS: dict[str, Metric] = {
                             summary="mean Spearman |map| similarity under cascading randomization"),
     "random_logit": Metric(lambda c: xm.random_logit(lambda x, t: c.explain(c.model, x, t, c.key), c.x, c.target,
                                                      num_classes=c.options["classes"], key=c.key,
-                                                     similarity="spearman_abs"),
+                                                     similarity="spearman_abs", channel_axis=c.options["channel_axis"]),
                            False, summary="Spearman |map| similarity to another class's map"),
 }
 """The metrics :func:`evaluate` knows by name (add your own: ``METRICS[name] = Metric(...)``)."""
@@ -143,7 +149,7 @@ def _progress(done: int, total: int, label: str, start: float) -> None:
 def evaluate(model: Any, images: Any, labels: Any, *, masks: Any = None,
              methods: Sequence[Any] | Mapping[str, Any] = ("gradient", "gradient_x_input", "integrated_gradients"),
              metrics: Sequence[str] = ("deletion", "insertion", "faithfulness_correlation", "sparseness"),
-             key: jax.Array, baseline: Any = 0.0, progress: bool = True) -> Report:
+             key: jax.Array, baseline: Any = 0.0, channel_axis: int = -1, progress: bool = True) -> Report:
     """Score every method with every metric on ``images`` (a batch) of ``model`` (an adapter's
     model: ``m.score``, ``m.params``, ``m.with_params``).
 
@@ -155,6 +161,8 @@ def evaluate(model: Any, images: Any, labels: Any, *, masks: Any = None,
       metrics: names in :data:`METRICS`.
       key: one ``jax.random`` key for every draw (methods, perturbations, randomization).
       baseline: what deletion, insertion and the correlations remove features to.
+      channel_axis: the images' channel axis (-1 for HWC; 0 for a torch model's CHW); a
+        pixel's channels are removed together, and maps are summed over it.
       progress: a progress bar on stderr.
     """
     named = dict(methods) if isinstance(methods, Mapping) else {
@@ -169,7 +177,7 @@ def evaluate(model: Any, images: Any, labels: Any, *, masks: Any = None,
     masks = None if masks is None else jnp.asarray(masks)
     method_key, metric_key, random_key = jax.random.split(key, 3)
     keys = jax.random.split(metric_key, len(xs))
-    options: dict[str, Any] = {"baseline": baseline, "classes": int(jnp.shape(model.logits(xs[0]))[-1])}
+    options: dict[str, Any] = {"baseline": baseline, "channel_axis": channel_axis, "classes": int(jnp.shape(model.logits(xs[0]))[-1])}
     if "randomization" in metrics:
         explain_gradient = lambda p, x: gradient(model.with_params(p).score(ts[0]))(x)  # noqa: E731
         options["layers"] = xm.param_layers(explain_gradient, model.params, xs[0])
@@ -253,7 +261,9 @@ def run(args: Any) -> int:
     xs, ts, masks = (a[: args.images] for a in trained.test)
     report = evaluate(model, xs, ts, masks=masks, methods={label: methods[label] for label in chosen}, metrics=names,
                       key=key, baseline=demo.GREY, progress=not args.no_progress)
-    print(f"\n{args.images} test images of the shapes data (64x64x3), true class, grey (0.5) baseline:\n")
+    uniform = float(jnp.mean(jax.vmap(xm.uniform_share)(masks)))
+    print(f"\n{args.images} test images of the shapes data (64x64x3), true class, grey (0.5) baseline; "
+          f"a uniform map's localization is {uniform:.2f}:\n")
     print(report.to_markdown())
     files = ["table.md", "table.csv", "report.json"]
     if importlib.util.find_spec("matplotlib") is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xai_core._chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
 from xai_core._checks import check_batch_size, check_positive_int
@@ -55,21 +56,24 @@ def check_segments(segments: Any, map_shape: tuple[int, ...], n_segments: int | 
     """Integer segment labels of the map's shape and their number ``n``. Concrete labels are
     relabelled ``0..n-1``; traced ones (segments computed inside ``vmap``) need ``n_segments``,
     the number that fixes the program's shape, and labels in ``[0, n_segments)``."""
-    labels = jnp.asarray(segments)
-    if labels.shape != map_shape or not jnp.issubdtype(labels.dtype, jnp.integer):
+    if isinstance(segments, jax.core.Tracer):
+        labels = segments
+    else:  # concrete (also inside jit): relabel with numpy, the number of segments is static
+        labels = np.asarray(segments)
+    if tuple(labels.shape) != tuple(map_shape) or not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(
             f"{metric}: segments must be an integer array of the map's shape {map_shape}, got "
             f"{labels.dtype} {tuple(labels.shape)}; e.g. xai_core.metrics.grid_segments({map_shape[:2]}, cell=4)."
         )
     if n_segments is not None:
-        return labels.astype(jnp.int32), check_positive_int(n_segments, "n_segments", metric)
+        return jnp.asarray(labels, jnp.int32), check_positive_int(n_segments, "n_segments", metric)
     if isinstance(labels, jax.core.Tracer):
         raise ValueError(
             f"{metric}: these segments are traced (computed inside jit or vmap), so their number is "
             "unknown when the program is built; pass n_segments= (labels in [0, n_segments))."
         )
-    unique, relabelled = jnp.unique(labels, return_inverse=True)
-    return relabelled.reshape(map_shape).astype(jnp.int32), int(unique.size)
+    unique, relabelled = np.unique(labels, return_inverse=True)
+    return jnp.asarray(relabelled.reshape(map_shape), jnp.int32), int(unique.size)
 
 
 def grid_segments(shape: tuple[int, int], cell: int | None = None, *, cells: int | None = None) -> jax.Array:
@@ -89,11 +93,11 @@ def grid_segments(shape: tuple[int, int], cell: int | None = None, *, cells: int
     h, w = shape
     if cell is not None:
         check_positive_int(cell, "cell", "grid_segments")
-        rows, cols, per_row = jnp.arange(h) // cell, jnp.arange(w) // cell, math.ceil(w / cell)
+        rows, cols, per_row = np.arange(h) // cell, np.arange(w) // cell, math.ceil(w / cell)
     else:
         check_positive_int(cells, "cells", "grid_segments")
-        rows, cols, per_row = jnp.arange(h) * cells // h, jnp.arange(w) * cells // w, cells
-    return (rows[:, None] * per_row + cols[None, :]).astype(jnp.int32)
+        rows, cols, per_row = np.arange(h) * cells // h, np.arange(w) * cells // w, cells
+    return jnp.asarray(rows[:, None] * per_row + cols[None, :], jnp.int32)
 
 
 def features(attribution: jax.Array, segments: Any, n_segments: int | None, reduce: str,

@@ -180,8 +180,9 @@ def region_perturbation(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array,
     """
     metric = "region_perturbation"
     check_positive_int(patch, "patch", metric)
-    segments = grid_segments(_map_shape(x, channel_axis), cell=patch)
-    n = int(segments.max()) + 1
+    shape = _map_shape(x, channel_axis)
+    segments = grid_segments(shape, cell=patch)
+    n = math.ceil(shape[0] / patch) * math.ceil(shape[1] / patch)
     regions = n if regions is None else min(check_positive_int(regions, "regions", metric), n)
     return curve(score_fn, x, attribution, np.arange(regions + 1), order=order, baseline=baseline,
                  segments=segments, n_segments=n, channel_axis=channel_axis, batch_size=batch_size, metric=metric)
