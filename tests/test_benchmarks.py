@@ -47,3 +47,25 @@ def test_cpu_small_suite_runs_and_agrees_with_captum(tmp_path: Path) -> None:
     assert result["machine"]["versions"]["torch"]
     assert result_file.with_suffix(".md").read_text().startswith("# Suite `cpu-small`")
     assert result_file.with_suffix(".png").stat().st_size > 1000
+
+
+def test_metrics_benchmark_quick_runs(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("quantus") is None:  # importing it needs the torchvision stub: the benchmark does
+        pytest.skip("quantus is not installed")
+    out = tmp_path / "metrics-quick.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.metrics", "--quick", "--repeats", "1", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {
+        "PixelFlipping", "RegionPerturbation", "FaithfulnessCorrelation", "MaxSensitivity", "sensitivity_max (Captum)",
+        "infidelity (Captum)", "Sparseness", "Complexity", "PointingGame", "RelevanceMassAccuracy", "MPRT",
+        "RandomLogit"}
+    for name, row in result["rows"].items():
+        assert row["peer_seconds"] > 0 and row["ours_seconds"] > 0 and row["ours_compile"] > 0, name
+        assert row["ratio"] == pytest.approx(row["peer_seconds"] / row["ours_seconds"]), name
+        if row["max_abs_diff"] is not None:
+            assert row["max_abs_diff"] <= 1e-4, name
+    assert result["machine"]["versions"]["jax"] and result["versions_extra"]["quantus"]
+    assert out.with_suffix(".md").read_text().startswith("# Metrics")
