@@ -1,4 +1,4 @@
-"""The ``xai-core`` command: ``xai-core demo``, ``xai-core evaluate`` and ``xai-core methods``."""
+"""The ``xai-core`` command: ``demo``, ``evaluate``, ``attribute`` (the batch job) and ``methods``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xai_core import evaluation
 
     evaluation.add_arguments(evaluate)
+    attribute = commands.add_parser("attribute", help="a batch job: explain a data set, sharded over every device, "
+                                                      "resumable, with a report")
+    from xai_core.batch import cli as batch_cli
+
+    batch_cli.add_arguments(attribute)
     args = parser.parse_args(argv)
+    if args.command == "attribute":
+        return batch_cli.run(args)
     if args.command == "evaluate":
         return evaluation.run(args)
     if args.command == "methods":

@@ -1,0 +1,189 @@
+"""The batch job: every shard explained by one jitted program over all local devices.
+
+A shard is one global batch, ``batch_size`` examples per local device. Its examples are placed
+with a :class:`~jax.sharding.NamedSharding` over a 1-d mesh of the local devices (axis
+``"data"``), the weights replicated, and one compiled program computes, per example, the
+target (given, or the prediction), the score, the attribution and its completeness gap. Every
+device runs the same per-device program as a single-device run with the same ``batch_size``,
+so the results equal it exactly. Across hosts (``jax.distributed.initialize()`` first) process
+``p`` of ``P`` takes shards ``p, p + P, ...``. grain decodes the next shards in threads while
+the devices work.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from xai_core.batch.sources import ExampleError, Source, load_data, load_model, model_fingerprint
+from xai_core.batch.store import Store
+from xai_core.gradients import completeness_gap
+from xai_core.registry import attribute, get_method
+
+COMPLETE = ("integrated_gradients", "deeplift", "deeplift_shap")
+"""Methods whose attributions sum to ``f(x) - f(baseline)``: the job reports their gap."""
+
+
+@dataclass
+class Job:
+    """One batch job's settings (the CLI's flags)."""
+
+    model: str
+    data: str
+    out: str
+    method: str = "integrated_gradients"
+    options: dict[str, Any] = field(default_factory=dict)
+    targets: str = "predicted"
+    labels: str | None = None
+    batch_size: int = 8
+    seed: int = 0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    resume: bool = False
+    force: bool = False
+    report: bool = False
+    report_images: int = 64
+    threads: int = 4
+    input_shape: tuple[int, ...] | None = None
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+
+def _versions() -> dict[str, str]:
+    import xai_core
+
+    return {"xai_core": xai_core.__version__, "jax": jax.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _targets(job: Job, source: Source) -> np.ndarray | None:
+    """Per-example targets, or None for the prediction (computed in the program)."""
+    if job.targets == "predicted":
+        return None
+    if job.targets == "label":
+        if source.labels is None:
+            raise ValueError("--targets label needs labels: --labels FILE (.npy / .txt), or a data factory "
+                             "returning (images, labels).")
+        return source.labels
+    values = np.load(job.targets) if job.targets.endswith(".npy") else np.loadtxt(job.targets, np.int64, ndmin=1)
+    if values.shape != (len(source),):
+        raise ValueError(f"--targets {job.targets}: {values.shape} targets for {len(source)} examples.")
+    return values.astype(np.int64)
+
+
+def _program(model: Any, job: Job, predicted: bool, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
+    """``(model, xs, targets, valid, index) -> (maps, targets, scores, gaps)``, one jitted program."""
+    spec = get_method(job.method)
+    complete = spec.name in COMPLETE
+    base_key = jax.random.key(job.seed)
+
+    def one(m: Any, x: jax.Array, t: jax.Array, valid: jax.Array, index: jax.Array) -> tuple[jax.Array, ...]:
+        t = jnp.argmax(m.logits(x)).astype(jnp.int32) if predicted else t
+        score_fn = m.score(t)
+        key = jax.random.fold_in(base_key, index)
+        a = attribute(score_fn, x, method=job.method, key=key if spec.needs_key else None, **job.options)
+        gap = completeness_gap(score_fn, x, a, job.options.get("baseline")) if complete else jnp.nan
+        return (jnp.where(valid, a, 0).astype(jnp.float32), jnp.where(valid, t, -1),
+                jnp.where(valid, score_fn(x), jnp.nan), jnp.where(valid, gap, jnp.nan))
+
+    data = NamedSharding(mesh, PartitionSpec("data"))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)), in_shardings=(NamedSharding(mesh, PartitionSpec()),
+                   data, data, data, data), out_shardings=data)
+
+
+def _loader(source: Source, shards: list[int], size: int, threads: int) -> Any:
+    """The pending shards decoded ahead, in order: ``(xs, valid, errors)`` per shard (grain)."""
+    import grain
+
+    n = len(source)
+
+    def load(shard: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        xs = np.zeros((size, *source.example_shape), np.float32)
+        valid, errors = np.zeros(size, bool), []
+        for row, i in enumerate(range(shard * size, min(n, (shard + 1) * size))):
+            try:
+                x = source.read(i)
+                if x.shape != source.example_shape:
+                    raise ExampleError(f"shape {x.shape}, expected {source.example_shape}")
+                xs[row], valid[row] = x, True
+            except ExampleError as err:
+                errors.append({"index": i, "name": source.names[i], "reason": str(err)})
+        return xs, valid, errors
+
+    options = grain.ReadOptions(num_threads=max(1, threads), prefetch_buffer_size=max(2, threads))
+    return iter(grain.MapDataset.source(shards).map(load).to_iter_dataset(options))
+
+
+def _finite(values: np.ndarray) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def run(job: Job) -> dict[str, Any]:
+    """Run (or resume) the job; returns the manifest. See :mod:`xai_core.batch`."""
+    from xai_core.batch.progress import Progress
+
+    start = time.perf_counter()
+    get_method(job.method)  # an unknown method fails before anything loads
+    model = load_model(job.model)
+    shape = job.input_shape or model.input_shape
+    source = load_data(job.data, shape, labels=job.labels, mean=job.mean, std=job.std)
+    targets = _targets(job, source)
+    devices = jax.local_devices()
+    size = job.batch_size * len(devices)
+    n_shards = math.ceil(len(source) / size)
+    identity = {"model": model_fingerprint(model), "data": source.fingerprint, "examples": len(source),
+                "example_shape": list(source.example_shape), "method": get_method(job.method).name,
+                "options": job.options, "targets": job.targets, "seed": job.seed, "shard_size": size,
+                "versions": _versions()}
+    process, processes = jax.process_index(), jax.process_count()
+    store = Store.open(job.out, identity, resume=job.resume, force=job.force, create=process == 0)
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("xai_core.batch: output created")
+        if process:
+            store = Store.open(job.out, identity, resume=True, force=False, create=False)
+    mine = [s for s in range(process, n_shards, processes)]
+    pending = [s for s in mine if not store.done(s)]
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    program = _program(model, job, targets is None, mesh)
+    progress = Progress(sum(min(size, len(source) - s * size) for s in pending), len(devices), job.log)
+    waited = 0.0
+    loader = _loader(source, pending, size, job.threads)
+    for shard in pending:
+        ready = time.perf_counter()
+        xs, valid, errors = next(loader)
+        waited += time.perf_counter() - ready
+        rows = min(size, len(source) - shard * size)
+        index = np.arange(shard * size, shard * size + size)
+        ts = np.zeros(size, np.int32) if targets is None else np.resize(targets[shard * size:], size).astype(np.int32)
+        began = time.perf_counter()
+        maps, ts_out, scores, gaps = jax.device_get(program(model, xs, ts, valid, index.astype(np.int32)))
+        store.commit(shard, maps[:rows], {
+            "rows": rows, "names": source.names[shard * size:shard * size + rows],
+            "targets": ts_out[:rows].tolist(), "scores": _finite(scores[:rows]), "gaps": _finite(gaps[:rows]),
+            "errors": errors, "seconds": time.perf_counter() - began})
+        progress.update(rows)
+    progress.close()
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("xai_core.batch: shards written")
+    timing = {"seconds": time.perf_counter() - start, "input_wait_seconds": waited, "devices": len(devices),
+              "processes": processes}
+    manifest = store.finish(n_shards, **timing) if process == 0 else {"finished": None, **timing}
+    if job.report and process == 0:
+        from xai_core.batch.gallery import gallery
+
+        path = gallery(store, source, manifest, job)
+        job.log(f"report: {path}")
+    return manifest

@@ -1,0 +1,209 @@
+"""What a batch job reads: the model (``--model SPEC``) and the data (``--data SPEC``).
+
+Models: a Keras file (``.keras`` / ``.h5``), a torch ``ExportedProgram`` file (``.pt2``, from
+``torch.export.save``), or ``package.module:factory``, a function returning an adapter model
+(``from_flax(...)``, ``from_torch(...)``, anything with ``logits`` / ``score`` / ``params``).
+
+Data: a folder of images (PNG / JPEG through pillow, sorted by path, resized to the model's
+input size, scaled to [0, 1], then ``(x - mean) / std``), a ``.npy`` array of examples
+(memory-mapped), or ``package.module:factory`` returning an array or an ``(images, labels)``
+pair. Each source reads one example at a time by index, so a loader (grain) can decode shards
+in threads ahead of the devices; an example that cannot be read is an :class:`ExampleError`
+(recorded by the job, which goes on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class SpecError(ValueError):
+    """A ``--model`` or ``--data`` spec that cannot be loaded (the message says what to do)."""
+
+
+class ExampleError(Exception):
+    """One example that cannot be read (a corrupt or wrong-shaped image)."""
+
+
+def _factory(spec: str, what: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise SpecError(f"--{what} {spec!r}: cannot import {module_name!r} ({err}); the spec is "
+                        "'package.module:factory' with the module importable from here") from err
+    finally:
+        sys.path.pop(0)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise SpecError(f"--{what} {spec!r}: {module_name} has no callable {attr!r}.")
+    return fn()
+
+
+def load_model(spec: str) -> Any:
+    """An adapter model from a ``--model`` spec (see the module doc)."""
+    path = Path(spec)
+    if path.suffix in (".keras", ".h5"):
+        if not path.is_file():
+            raise SpecError(f"--model {spec}: no such file.")
+        from xai_core.adapters import from_keras
+
+        try:
+            return from_keras(path)
+        except (ValueError, OSError) as err:
+            raise SpecError(f"--model {spec}: {err}") from err
+    if path.suffix == ".pt2":
+        if not path.is_file():
+            raise SpecError(f"--model {spec}: no such file.")
+        import torch
+
+        from xai_core.adapters import from_torch
+
+        try:
+            program = torch.export.load(str(path))
+        except Exception as err:  # noqa: BLE001
+            raise SpecError(f"--model {spec}: torch.export.load failed ({type(err).__name__}: {err}).") from err
+        args, _ = program.example_inputs
+        # core ATen operations (every argument explicit), which torchax lowers
+        return from_torch(_Exported(program.run_decompositions().module()), *args)
+    if ":" in spec and not path.exists():
+        model = _factory(spec, "model")
+        if not all(hasattr(model, a) for a in ("logits", "score", "params")):
+            raise SpecError(f"--model {spec}: the factory returned {type(model).__name__}, not an adapter model "
+                            "(return xai_core.adapters.from_flax(...) / from_torch(...) / from_keras(...)).")
+        return model
+    raise SpecError(f"--model {spec!r}: expected a .keras / .h5 file, a .pt2 torch.export file, or "
+                    "'package.module:factory'.")
+
+
+def _Exported(module: Any) -> Any:  # noqa: N802 - a class made on demand (torch is imported lazily)
+    """An ``ExportedProgram``'s module in a plain ``nn.Module``: an exported program is already in
+    inference mode and refuses ``.eval()``, which ``from_torch`` calls."""
+    import torch
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.program = module
+            self.training = False
+
+        def forward(self, *args: Any) -> Any:
+            return self.program(*args)
+
+        def train(self, mode: bool = True) -> Any:
+            return self
+
+    return Exported()
+
+
+@dataclass
+class Source:
+    """Examples by index: ``read(i) -> (H, W, C) or (C, H, W) float32``; ``labels`` or None."""
+
+    names: list[str]
+    example_shape: tuple[int, ...]
+    labels: np.ndarray | None
+    fingerprint: str
+    reader: Any = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.reader(i)
+
+
+def _image_reader(paths: Sequence[Path], shape: tuple[int, ...], mean: Any, std: Any) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    channels_first = shape[0] in (1, 3) and shape[-1] not in (1, 3)
+    c, h, w = shape if channels_first else (shape[2], shape[0], shape[1])
+
+    def read(i: int) -> np.ndarray:
+        try:
+            with Image.open(paths[i]) as image:
+                image = image.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+                x = np.asarray(image, np.float32).reshape(h, w, c) / 255.0
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise ExampleError(f"cannot decode: {type(err).__name__}: {err}") from err
+        x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1) if channels_first else x)
+
+    return read
+
+
+def _labels_file(labels: str | None, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    values = np.loadtxt(labels, dtype=np.int64, ndmin=1) if labels.endswith((".txt", ".csv")) else np.load(labels)
+    if values.shape != (n,):
+        raise SpecError(f"--labels {labels}: {values.shape} labels for {n} examples; give one integer per example.")
+    return values.astype(np.int64)
+
+
+def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str | None = None,
+              mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> Source:
+    """A :class:`Source` from a ``--data`` spec; ``example_shape`` is the model's input shape
+    (images are resized to it and laid out as it is: ``(H, W, C)`` or ``(C, H, W)``)."""
+    path = Path(spec)
+    if path.is_dir():
+        paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise SpecError(f"--data {spec}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder.")
+        if example_shape is None or len(example_shape) != 3 or None in example_shape:
+            raise SpecError(f"--data {spec}: the model's input shape {example_shape} is not an image's "
+                            "(H, W, C) or (C, H, W); pass --input-shape H,W,C (or C,H,W), or an .npy array.")
+        stats = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+        digest = hashlib.sha256(json.dumps([stats, list(mean), list(std), list(example_shape)]).encode()).hexdigest()
+        names = [s[0] for s in stats]
+        return Source(names, tuple(example_shape), _labels_file(labels, len(paths)), digest,
+                      _image_reader(paths, tuple(example_shape), mean, std))
+    if path.suffix == ".npy":
+        if not path.is_file():
+            raise SpecError(f"--data {spec}: no such file.")
+        array = np.load(path, mmap_mode="r")
+        stat = path.stat()
+        digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{array.shape}".encode()).hexdigest()
+        return _array_source(array, _labels_file(labels, len(array)), digest, spec, example_shape)
+    if ":" in spec and not path.exists():
+        made = _factory(spec, "data")
+        images, given = made if isinstance(made, tuple) else (made, None)
+        images = np.asarray(images)
+        digest = hashlib.sha256(images.tobytes()).hexdigest()
+        label_array = _labels_file(labels, len(images)) if labels else (None if given is None else np.asarray(given))
+        return _array_source(images, label_array, digest, spec, example_shape)
+    raise SpecError(f"--data {spec!r}: expected a folder of images, a .npy file, or 'package.module:factory'.")
+
+
+def _array_source(array: np.ndarray, labels: np.ndarray | None, digest: str, spec: str,
+                  example_shape: tuple[int, ...] | None) -> Source:
+    shape = tuple(array.shape[1:])
+    if example_shape is not None and len(example_shape) == len(shape) and any(
+            e is not None and e != s for e, s in zip(example_shape, shape)):
+        raise SpecError(f"--data {spec}: examples of shape {shape}, but the model takes {tuple(example_shape)}.")
+    return Source([f"{spec}[{i}]" for i in range(len(array))], shape, labels, digest,
+                  lambda i: np.asarray(array[i], np.float32))
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of the model's weights: their structure and every leaf's bytes."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(model.params)
+    digest = hashlib.sha256(str(treedef).encode())
+    for leaf in leaves:
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
