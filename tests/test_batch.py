@@ -79,6 +79,9 @@ def test_npy_data_with_labels_equals_direct_attribution(workdir) -> None:
     job = manifest["job"]
     assert job["method"] == "integrated_gradients" and job["options"] == {"steps": 8} and job["shard_size"] == 4
     assert len(job["model"]) == 64 and job["versions"]["jax"] == jax.__version__
+    zarr = pytest.importorskip("zarr")  # a data team's reader: zarr-python opens the same array
+    opened = zarr.open_array(str(tmp / "out" / "attributions.zarr"), mode="r")
+    assert opened.chunks == (4, 8, 8, 3) and np.array_equal(opened[:], maps)
 
 
 def test_factory_data_predicted_targets_and_sampling_methods(workdir) -> None:
@@ -218,3 +221,28 @@ def test_torch_export_file_model(workdir) -> None:
     m = xc.adapters.from_torch(net, torch.zeros(1, 3, 8, 8))
     np.testing.assert_allclose(maps, _direct(m, xs, np.asarray(manifest["examples"]["targets"]), steps=4),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_readme_batch_commands_run_as_written(tmp_path: Path) -> None:
+    """The README's "Run a batch job" block, line by line in a fresh folder (the pip line is
+    what this environment already did)."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- batch-commands -->\n```bash\n", 1)[1].split("```", 1)[0]
+    commands = [c for c in block.replace("\\\n", " ").splitlines() if c.strip() and not c.startswith("pip install")]
+    assert len(commands) == 4
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout, whatever the environment has installed
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    assert shutil.which("xai-core", path=env["PATH"])
+    for command in commands:
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert re.search(r"\(64, 32, 32, 3\) \(\d+, 32, 32, 3\)", done.stdout)
+    manifest = json.loads((tmp_path / "runs" / "ig" / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["errors"] == 0 and (tmp_path / "runs/ig/report/index.html").is_file()

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from xai_core.batch.sources import ExampleError, Source, load_data, load_model, model_fingerprint
+from xai_core.batch.sources import ExampleError, Source, load_data, load_model, model_fingerprint, need
 from xai_core.batch.store import Store
 from xai_core.gradients import completeness_gap
 from xai_core.registry import attribute, get_method
@@ -102,8 +102,7 @@ def _program(model: Any, job: Job, predicted: bool, mesh: jax.sharding.Mesh) -> 
 
 def _loader(source: Source, shards: list[int], size: int, threads: int) -> Any:
     """The pending shards decoded ahead, in order: ``(xs, valid, errors)`` per shard (grain)."""
-    import grain
-
+    grain = need("grain")
     n = len(source)
 
     def load(shard: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:

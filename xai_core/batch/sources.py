@@ -37,6 +37,14 @@ class ExampleError(Exception):
     """One example that cannot be read (a corrupt or wrong-shaped image)."""
 
 
+def need(module: str) -> Any:
+    """Import one of the batch job's libraries (grain, tensorstore), naming the install if missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"xai-core attribute needs {module}: pip install 'xai-core[batch]'") from err
+
+
 def _factory(spec: str, what: str) -> Any:
     module_name, _, attr = spec.partition(":")
     sys.path.insert(0, os.getcwd())

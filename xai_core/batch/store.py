@@ -97,8 +97,9 @@ class Store:
         return store
 
     def _open_array(self, create: bool) -> Any:
-        import tensorstore as ts
+        from xai_core.batch.sources import need
 
+        ts = need("tensorstore")
         n, shape, chunk = self.identity["examples"], self.identity["example_shape"], self.identity["shard_size"]
         spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(self.root / "attributions.zarr")}}
         if create:
