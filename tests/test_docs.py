@@ -49,6 +49,8 @@ MODULES = [
     "xai_core.metrics.randomization",
     "xai_core.evaluation",
     "xai_core.report",
+    "xai_core.batch",
+    "xai_core.batch.report",
     "xai_core.adapters",
     "xai_core.adapters._base",
     "xai_core.adapters._text",

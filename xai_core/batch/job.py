@@ -144,7 +144,8 @@ def run(job: Job) -> dict[str, Any]:
                 "options": job.options, "targets": job.targets, "seed": job.seed, "shard_size": size,
                 "versions": _versions()}
     process, processes = jax.process_index(), jax.process_count()
-    store = Store.open(job.out, identity, resume=job.resume, force=job.force, create=process == 0)
+    if process == 0:  # checks, creates (or, with --force, clears) the folder before the others open it
+        store = Store.open(job.out, identity, resume=job.resume, force=job.force)
     if processes > 1:
         from jax.experimental import multihost_utils
 
@@ -154,6 +155,7 @@ def run(job: Job) -> dict[str, Any]:
     mine = [s for s in range(process, n_shards, processes)]
     pending = [s for s in mine if not store.done(s)]
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    data = NamedSharding(mesh, PartitionSpec("data"))
     program = _program(model, job, targets is None, mesh)
     progress = Progress(sum(min(size, len(source) - s * size) for s in pending), len(devices), job.log)
     waited = 0.0
@@ -166,7 +168,8 @@ def run(job: Job) -> dict[str, Any]:
         index = np.arange(shard * size, shard * size + size)
         ts = np.zeros(size, np.int32) if targets is None else np.resize(targets[shard * size:], size).astype(np.int32)
         began = time.perf_counter()
-        maps, ts_out, scores, gaps = jax.device_get(program(model, xs, ts, valid, index.astype(np.int32)))
+        placed = jax.device_put((xs, ts, valid, index.astype(np.int32)), data)
+        maps, ts_out, scores, gaps = jax.device_get(program(model, *placed))
         store.commit(shard, maps[:rows], {
             "rows": rows, "names": source.names[shard * size:shard * size + rows],
             "targets": ts_out[:rows].tolist(), "scores": _finite(scores[:rows]), "gaps": _finite(gaps[:rows]),
