@@ -246,3 +246,21 @@ def test_readme_batch_commands_run_as_written(tmp_path: Path) -> None:
     assert re.search(r"\(64, 32, 32, 3\) \(\d+, 32, 32, 3\)", done.stdout)
     manifest = json.loads((tmp_path / "runs" / "ig" / "manifest.json").read_text())
     assert manifest["finished"] and manifest["errors"] == 0 and (tmp_path / "runs/ig/report/index.html").is_file()
+
+
+def test_zarr_input_equals_npy_input(workdir) -> None:
+    tmp, name = workdir
+    import tensorstore as ts
+
+    xs, _ = __import__(name).data()
+    np.save(tmp / "x.npy", xs)
+    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp / "x.zarr")},
+                     "metadata": {"shape": list(xs.shape), "data_type": "float32",
+                                  "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4, 8, 8, 3]}}},
+                     "create": True}).result()
+    store.write(xs.astype(np.float32)).result()
+    for data, out in (("x.npy", "a"), ("x.zarr", "b")):
+        assert main(["attribute", "--model", f"{name}:model", "--data", data, "--out", out, "--method", "gradient",
+                     "--batch-size", "4"]) == 0
+    (a, _), (b, manifest) = _read(tmp / "a"), _read(tmp / "b")
+    assert np.array_equal(a, b) and manifest["examples"]["names"][2] == "x.zarr[2]"

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .keras / .h5 file, a torch.export .pt2 file, or package.module:factory returning "
                              "an adapter model (xai_core.adapters.from_flax / from_torch / from_keras)")
     parser.add_argument("--data", required=True, metavar="SPEC",
-                        help="a folder of PNG / JPEG images, a .npy array of examples, or package.module:factory "
-                             "returning an array or (images, labels)")
+                        help="a folder of PNG / JPEG images, a .npy array of examples, a .zarr array (v2 / v3), or "
+                             "package.module:factory returning an array or (images, labels)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (zarr attributions, manifest)")
     parser.add_argument("--method", default="integrated_gradients", help="a name from `xai-core methods` (default ig)")
     parser.add_argument("-o", "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",

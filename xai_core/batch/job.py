@@ -157,9 +157,9 @@ def run(job: Job) -> dict[str, Any]:
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
     data = NamedSharding(mesh, PartitionSpec("data"))
     program = _program(model, job, targets is None, mesh)
-    progress = Progress(sum(min(size, len(source) - s * size) for s in pending), len(devices), job.log)
     waited = 0.0
     loader = _loader(source, pending, size, job.threads)
+    progress = Progress(sum(min(size, len(source) - s * size) for s in pending), len(devices), job.log)
     for shard in pending:
         ready = time.perf_counter()
         xs, valid, errors = next(loader)

@@ -6,7 +6,7 @@ Models: a Keras file (``.keras`` / ``.h5``), a torch ``ExportedProgram`` file (`
 
 Data: a folder of images (PNG / JPEG through pillow, sorted by path, resized to the model's
 input size, scaled to [0, 1], then ``(x - mean) / std``), a ``.npy`` array of examples
-(memory-mapped), or ``package.module:factory`` returning an array or an ``(images, labels)``
+(memory-mapped), a ``.zarr`` array (v2 or v3, read row by row through tensorstore), or ``package.module:factory`` returning an array or an ``(images, labels)``
 pair. Each source reads one example at a time by index, so a loader (grain) can decode shards
 in threads ahead of the devices; an example that cannot be read is an :class:`ExampleError`
 (recorded by the job, which goes on).
@@ -167,7 +167,7 @@ def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str |
     """A :class:`Source` from a ``--data`` spec; ``example_shape`` is the model's input shape
     (images are resized to it and laid out as it is: ``(H, W, C)`` or ``(C, H, W)``)."""
     path = Path(spec)
-    if path.is_dir():
+    if path.is_dir() and path.suffix != ".zarr":
         paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not paths:
             raise SpecError(f"--data {spec}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder.")
@@ -179,6 +179,18 @@ def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str |
         names = [s[0] for s in stats]
         return Source(names, tuple(example_shape), _labels_file(labels, len(paths)), digest,
                       _image_reader(paths, tuple(example_shape), mean, std))
+    if path.suffix == ".zarr" and path.is_dir():
+        ts = need("tensorstore")
+        driver = "zarr3" if (path / "zarr.json").is_file() else "zarr"
+        try:
+            array = ts.open({"driver": driver, "kvstore": {"driver": "file", "path": str(path)}}, open=True).result()
+        except ValueError as err:
+            raise SpecError(f"--data {spec}: tensorstore cannot open it as a zarr array ({err}).") from err
+        meta = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")
+                      if p.is_file())
+        digest = hashlib.sha256(json.dumps(meta).encode()).hexdigest()
+        reader = _ZarrRows(array)
+        return _array_source(reader, _labels_file(labels, len(reader)), digest, spec, example_shape)
     if path.suffix == ".npy":
         if not path.is_file():
             raise SpecError(f"--data {spec}: no such file.")
@@ -193,7 +205,21 @@ def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str |
         digest = hashlib.sha256(images.tobytes()).hexdigest()
         label_array = _labels_file(labels, len(images)) if labels else (None if given is None else np.asarray(given))
         return _array_source(images, label_array, digest, spec, example_shape)
-    raise SpecError(f"--data {spec!r}: expected a folder of images, a .npy file, or 'package.module:factory'.")
+    raise SpecError(f"--data {spec!r}: expected a folder of images, a .npy file, a .zarr array, or "
+                    "'package.module:factory'.")
+
+
+class _ZarrRows:
+    """A zarr array's rows read one at a time (tensorstore), like a memory-mapped ``.npy``."""
+
+    def __init__(self, array: Any) -> None:
+        self.array, self.shape = array, tuple(array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.array[i].read().result())
 
 
 def _array_source(array: np.ndarray, labels: np.ndarray | None, digest: str, spec: str,
