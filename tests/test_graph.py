@@ -357,6 +357,31 @@ def test_fast_kernels_max_pool_gradient_matches_select_and_scatter(layout, windo
         np.testing.assert_allclose(jax.jit(fast)(x, sign), grad(x, sign), rtol=1e-6)
 
 
+@pytest.mark.parametrize("window, stride, padding, dilation", [((4, 4), (4, 4), (0, 0), (1, 1)),  # adaptive pool
+                                                                ((3, 3), (2, 2), (1, 1), (1, 1)),  # overlap, pad
+                                                                ((3, 2), (1, 2), (0, 1), (2, 1))])  # dilated
+def test_fast_kernels_box_sums_one_axis_at_a_time(x64, window, stride, padding, dilation) -> None:
+    # Average pooling and its transpose (a wide window at stride 1 over the dilated cotangent):
+    # per-axis sums, equal up to the order of additions.
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 3, 13, 12)))
+    dims, strides, pads, dil = [1, 1, *window], [1, 1, *stride], [(0, 0), (0, 0), *[(p, p) for p in padding]], \
+        [1, 1, *dilation]
+
+    def pool(x):
+        y = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pads, window_dilation=dil)
+        return jnp.sum(y * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+    grad = jax.grad(pool)
+    assert "reduce_window_sum" in _primitives(grad, x)
+    for fn in (pool, grad):
+        fast = graph.fast_kernels(fn)
+        windows = [e.params["window_dimensions"] for e in jax.make_jaxpr(fast)(x).eqns
+                   if e.primitive.name == "reduce_window_sum"]
+        assert windows and all(sum(w > 1 for w in ws) <= 1 for ws in windows), windows
+        np.testing.assert_allclose(fast(x), fn(x), rtol=1e-12)
+        np.testing.assert_allclose(jax.jit(jax.vmap(fast))(x[:, None]), jax.vmap(fn)(x[:, None]), rtol=1e-12)
+
+
 def test_fast_kernels_min_select_and_nested_transforms() -> None:
     # A `le` select (min pooling's gradient), under vmap and under a second derivative.
     from jax._src.lax.windowed_reductions import _select_and_scatter_add

@@ -1,6 +1,7 @@
 """Faster kernels by rewriting primitives with the shared interpreter: convolutions
 channels-last (:func:`channels_last`), and also max / min pooling gradients as dense
-elementwise work (:func:`fast_kernels`). Each replacement is a
+elementwise work and box sums (average pooling and its gradient) one axis at a time
+(:func:`fast_kernels`). Each replacement is a
 :data:`~xai_core.graph.interpreter.Rule`."""
 
 from __future__ import annotations
@@ -76,6 +77,29 @@ def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> A
                          [lo + n for (lo, _), n in zip(p["padding"], operand.shape)])
 
 
+def _reduce_window_sum_separable(eqn: JaxprEqn, operand: Any) -> Any:
+    """A box sum (``reduce_window_sum``: average pooling, and its transpose) one axis at a time.
+
+    A window is a product of per-axis ranges, so the sum over it is the sum over each axis in
+    turn, each with that axis's stride, padding and dilations: ``sum_k w_k`` additions per
+    output instead of ``prod_k w_k``. Equal up to the order of additions. The transpose of a
+    4x4 adaptive average pool over 60x60 maps is a 16x16 window at stride 1 over the dilated
+    cotangent; XLA:CPU ran the gradient with a per-example traced target 9x slower than with
+    a static one, where the cotangent is the same for every example and summed once
+    (``benchmarks/results/metrics-xeon2.json``'s floors)."""
+    p = eqn.params
+    axes = [k for k, w in enumerate(p["window_dimensions"]) if w > 1]
+    if len(axes) < 2:
+        return _bind(eqn, [operand])[0]
+    out = operand
+    for k in range(len(p["window_dimensions"])):  # every axis once: its stride, padding and dilation apply
+        one = lambda values, default: tuple(v if i == k else default for i, v in enumerate(values))  # noqa: E731
+        out = jax.lax.reduce_window(
+            out, np.zeros((), out.dtype), jax.lax.add, one(p["window_dimensions"], 1), one(p["window_strides"], 1),
+            one(p["padding"], (0, 0)), one(p["base_dilation"], 1), one(p["window_dilation"], 1))
+    return out
+
+
 def _rewritten(fn: Callable[..., Any], rules: Mapping[str, Rule]) -> Callable[..., Any]:
     """``fn`` traced to a jaxpr and evaluated with ``rules`` (see :func:`_interpret`)."""
     def wrapped(*args: Any) -> Any:
@@ -109,8 +133,9 @@ def channels_last(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with convolutions channels-last (:func:`channels_last`) and max / min pooling
-    gradients computed as dense elementwise work instead of XLA's ``select_and_scatter``.
+    """``fn`` with convolutions channels-last (:func:`channels_last`), max / min pooling
+    gradients computed as dense elementwise work instead of XLA's ``select_and_scatter``, and
+    box sums (average pooling, forward and backward) one axis at a time.
 
     Same values and gradients (pooling gradients up to the order of additions where
     windows overlap). Chunked methods run their differentiated chunk body through it
@@ -126,4 +151,5 @@ def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
         True
     """
     return _rewritten(fn, {"conv_general_dilated": _conv_channels_last,
-                           "select_and_scatter_add": _select_and_scatter_add_dense})
+                           "select_and_scatter_add": _select_and_scatter_add_dense,
+                           "reduce_window_sum": _reduce_window_sum_separable})
