@@ -264,3 +264,16 @@ def test_zarr_input_equals_npy_input(workdir) -> None:
                      "--batch-size", "4"]) == 0
     (a, _), (b, manifest) = _read(tmp / "a"), _read(tmp / "b")
     assert np.array_equal(a, b) and manifest["examples"]["names"][2] == "x.zarr[2]"
+
+
+def test_progress_logs_lines_when_not_a_terminal(monkeypatch) -> None:
+    from xai_core.batch.progress import Progress
+
+    lines: list[str] = []
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    progress = Progress(10, 8, lines.append, interval=0.0)
+    progress.update(4)
+    progress.update(6)
+    progress.close()
+    assert lines[0].startswith("attribute: 4/10 images, ") and "images/s, ETA" in lines[0] and "8 devices" in lines[0]
+    assert lines[-1].startswith("attribute: done, 10 images in ") and "on 8 device(s)" in lines[-1]
