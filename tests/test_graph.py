@@ -398,3 +398,58 @@ def test_fast_kernels_min_select_and_nested_transforms() -> None:
     np.testing.assert_allclose(jax.vmap(fast)(*batched), jax.vmap(scatter)(*batched), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda s: jnp.sum(fast(s, x) ** 2))(src),
                                jax.grad(lambda s: jnp.sum(scatter(s, x) ** 2))(src), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ whole-program layout
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnetish", "functional", "flatten_dense", "small_resnet"])
+def test_layout_carried_through_keeps_gradients(name) -> None:
+    # fast_kernels keeps every value in the layout its convolution wrote (NHWC for torch's NCHW
+    # programs): the values and gradients are those of the plain program, and the transposes
+    # around each convolution no longer move data between torch's layers.
+    torch = pytest.importorskip("torch")
+    from torch_models import MODELS, SHAPE, build
+
+    from xai_core.adapters import from_torch
+
+    torch.manual_seed(0)
+    if name == "flatten_dense":  # a flatten of NCHW must still flatten in NCHW order
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * 14 * 14, 5)).eval()
+    elif name == "small_resnet":
+        from benchmarks.models import torch_small_resnet
+
+        net = torch_small_resnet(width=8)
+    else:
+        assert name in MODELS
+        net = build(name)
+    m = from_torch(net, torch.zeros(1, *SHAPE))
+    x = jax.random.normal(jax.random.key(0), SHAPE)
+    grad = lambda x: jax.grad(m.score(1))(x)  # noqa: E731
+    fast = graph.fast_kernels(grad)
+    np.testing.assert_allclose(fast(x), grad(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(graph.fast_kernels(m.logits)(x), m.logits(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(fast)(x), grad(x), rtol=1e-5, atol=1e-7)
+
+
+def test_layout_rules_for_each_kind_of_operation(x64) -> None:
+    from xai_core.graph.layout import whole_program
+
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(2, 3, 6, 5)))
+    w = jnp.asarray(np.random.default_rng(9).normal(size=(4, 3, 3, 3)))
+
+    def program(x):
+        y = jax.lax.conv(x, w, (1, 1), "SAME")                       # NCHW, stored NHWC after it
+        y = jnp.maximum(y + jnp.arange(4.0)[None, :, None, None], 0)  # broadcast per channel, elementwise
+        y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 1, 1), "SAME")
+        y = jnp.pad(y, ((0, 0), (0, 0), (1, 0), (0, 1)))
+        z = y[:1].reshape(4, 7, 6)                                      # a batch-of-one squeeze
+        s = y.sum(axis=(2, 3))                                          # a reduction back to (N, C)
+        t = jnp.transpose(y, (0, 2, 3, 1))                              # free: a relabelling
+        return z.sum() + jnp.sum(s @ jnp.arange(4.0)) + jnp.sum(t * jnp.arange(4.0)) + jnp.sum(jnp.flip(y, 2)[0, :, 0])
+
+    fast = whole_program(program, {})
+    np.testing.assert_allclose(fast(x), program(x), rtol=1e-12)
+    np.testing.assert_allclose(whole_program(jax.grad(program), {})(x), jax.grad(program)(x), rtol=1e-12)
+    np.testing.assert_allclose(jax.vmap(whole_program(jax.grad(program), {}))(x[:, None]),
+                               jax.vmap(jax.grad(program))(x[:, None]), rtol=1e-12)
