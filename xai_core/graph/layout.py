@@ -176,12 +176,23 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[tuple[Any, Perm]
     return [read(v) for v in jaxpr.outvars]
 
 
+_tracing = [0]  # > 0 while a whole_program traces its function
+
+
 def whole_program(fn: Callable[..., Any], rules: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
     """``fn`` evaluated with layouts carried through (see the module doc) and ``rules`` for
-    the primitives met in their original layout; outputs in the original layout."""
+    the primitives met in their original layout; outputs in the original layout. Inside
+    another ``whole_program`` (a gradient inside a chunked method), ``fn`` is left as it is:
+    the outer pass carries the layout through both, with no materialized boundary between."""
     def wrapped(*args: Any) -> Any:
+        if _tracing[0]:
+            return fn(*args)
         specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), jax.numpy.result_type(a)), args)
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        _tracing[0] += 1
+        try:
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        finally:
+            _tracing[0] -= 1
         outs = _evaluate(closed.jaxpr, closed.consts, [(a, None) for a in jax.tree.leaves(args)], rules)
         return jax.tree.unflatten(jax.tree.structure(out_shape), [_original(v, q) for v, q in outs])
 
