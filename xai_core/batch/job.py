@@ -80,7 +80,7 @@ def _targets(job: Job, source: Source) -> np.ndarray | None:
     return values.astype(np.int64)
 
 
-def _program(model: Any, job: Job, predicted: bool, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
+def _program(model: Any, job: Job, predicted: bool, data: NamedSharding) -> Callable[..., Any]:
     """``(model, xs, targets, valid, index) -> (maps, targets, scores, gaps)``, one jitted program."""
     spec = get_method(job.method)
     complete = spec.name in COMPLETE
@@ -95,9 +95,9 @@ def _program(model: Any, job: Job, predicted: bool, mesh: jax.sharding.Mesh) -> 
         return (jnp.where(valid, a, 0).astype(jnp.float32), jnp.where(valid, t, -1),
                 jnp.where(valid, score_fn(x), jnp.nan), jnp.where(valid, gap, jnp.nan))
 
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)), in_shardings=(NamedSharding(mesh, PartitionSpec()),
-                   data, data, data, data), out_shardings=data)
+    replicated = NamedSharding(data.mesh, PartitionSpec())
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)), in_shardings=(replicated, data, data, data, data),
+                   out_shardings=data)
 
 
 def _loader(source: Source, shards: list[int], size: int, threads: int) -> Any:
@@ -156,7 +156,7 @@ def run(job: Job) -> dict[str, Any]:
     pending = [s for s in mine if not store.done(s)]
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
     data = NamedSharding(mesh, PartitionSpec("data"))
-    program = _program(model, job, targets is None, mesh)
+    program = _program(model, job, targets is None, data)
     waited = 0.0
     loader = _loader(source, pending, size, job.threads)
     progress = Progress(sum(min(size, len(source) - s * size) for s in pending), len(devices), job.log)

@@ -28,7 +28,7 @@ ELEMENTWISE = frozenset({
     "add", "add_any", "sub", "mul", "div", "max", "min", "neg", "exp", "exp2", "log", "log1p", "expm1", "tanh",
     "logistic", "sqrt", "rsqrt", "abs", "sign", "pow", "integer_pow", "square", "select_n", "convert_element_type",
     "erf", "erf_inv", "sin", "cos", "ge", "gt", "le", "lt", "eq", "ne", "and", "or", "not", "floor", "ceil", "round",
-    "is_finite", "clamp", "copy", "copy_p", "name", "reduce_precision", "cbrt", "atan2", "rem",
+    "is_finite", "clamp", "copy", "name", "reduce_precision", "cbrt", "atan2", "rem",
 })
 WINDOWED = {"reduce_window_sum": ("window_dimensions", "window_strides", "padding", "base_dilation",
                                   "window_dilation"),
@@ -89,6 +89,13 @@ def _conv(eqn: Any, lhs: tuple[Any, Perm], rhs: tuple[Any, Perm]) -> tuple[Any, 
     return out, (None if perm == tuple(range(n + 2)) else perm)
 
 
+def _plain(eqn: Any, values: list[Any], rules: dict[str, Callable[..., Any]]) -> list[tuple[Any, Perm]]:
+    """``eqn`` on values in their original layout: its rule, or the primitive itself."""
+    rule = rules.get(eqn.primitive.name)
+    out = None if rule is None else rule(eqn, *values)
+    return [(out, None)] if out is not None else [(o, None) for o in _bind(eqn, values)]
+
+
 def _eqn(eqn: Any, ins: list[tuple[Any, Perm]], rules: dict[str, Callable[..., Any]]) -> list[tuple[Any, Perm]]:
     name, p = eqn.primitive.name, eqn.params
     if name == "conv_general_dilated":
@@ -100,9 +107,7 @@ def _eqn(eqn: Any, ins: list[tuple[Any, Perm]], rules: dict[str, Callable[..., A
         return [(value, None if perm == tuple(range(len(perm))) else perm)]
     tagged = [perm for value, perm in ins if perm is not None]
     if not tagged:
-        rule = rules.get(name)
-        out = None if rule is None else rule(eqn, *[v for v, _ in ins])
-        return [(out, None)] if out is not None else [(o, None) for o in _bind(eqn, [v for v, _ in ins])]
+        return _plain(eqn, [v for v, _ in ins], rules)
     perm = tagged[0]
     if name in ELEMENTWISE:
         rank = len(perm)
@@ -120,10 +125,11 @@ def _eqn(eqn: Any, ins: list[tuple[Any, Perm]], rules: dict[str, Callable[..., A
 
             return [(_box_sums(stored[0], params), perm)]
         if name == "select_and_scatter_add":
-            from xai_core.graph.rewrites import _select_and_scatter_add_dense
+            from xai_core.graph.rewrites import dense_pool_gradient
 
-            fake = type("Eqn", (), {"params": params})()
-            return [(_select_and_scatter_add_dense(fake, *stored), perm)]
+            out = dense_pool_gradient(params, *stored)
+            if out is not None:
+                return [(out, perm)]
         return [(o, perm) for o in eqn.primitive.bind(*stored, **params)] if eqn.primitive.multiple_results else \
             [(eqn.primitive.bind(*stored, **params), perm)]
     elif name in REDUCTIONS and len(ins) == 1:
@@ -149,10 +155,7 @@ def _eqn(eqn: Any, ins: list[tuple[Any, Perm]], rules: dict[str, Callable[..., A
         if found is not None:
             out_perm, shape = found
             return [(jax.lax.reshape(value, shape), out_perm)]
-    originals = [_original(v, q) for v, q in ins]
-    rule = rules.get(name)
-    out = None if rule is None else rule(eqn, *originals)
-    return [(out, None)] if out is not None else [(o, None) for o in _bind(eqn, originals)]
+    return _plain(eqn, [_original(v, q) for v, q in ins], rules)
 
 
 def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[tuple[Any, Perm]],

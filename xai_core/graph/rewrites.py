@@ -16,6 +16,7 @@ import numpy as np
 from jax.extend.core import JaxprEqn
 
 from xai_core.graph.interpreter import Rule, _bind, _interpret
+from xai_core.graph.layout import _conv, _original, whole_program
 
 
 # --------------------------------------------------------------------------- #
@@ -24,23 +25,19 @@ from xai_core.graph.interpreter import Rule, _bind, _interpret
 
 def _conv_channels_last(eqn: JaxprEqn, lhs: Any, rhs: Any) -> Any:
     """``eqn`` (a conv_general_dilated in any layout) computed channels-last: the input
-    and kernel are transposed to NHWC / HWIO order, the result back to ``eqn``'s layout."""
-    p = eqn.params
-    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
-    n = len(lhs_spec) - 2
-    to_last = lambda spec: (spec[0], *spec[2:], spec[1])  # noqa: E731  (batch, spatial, feature)
-    lhs_t = jax.lax.transpose(lhs, to_last(lhs_spec))
-    rhs_t = jax.lax.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
-    last = tuple(range(1, n + 1))
-    dims = jax.lax.ConvDimensionNumbers((0, n + 1, *last), (n + 1, n, *range(n)), (0, n + 1, *last))
-    out = jax.lax.conv_general_dilated(
-        lhs_t, rhs_t, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"],
-        dims, p["feature_group_count"], p["batch_group_count"], p["precision"],
-        p["preferred_element_type"])
-    return jax.lax.transpose(out, tuple(np.argsort(to_last(out_spec))))
+    and kernel are transposed to NHWC / HWIO order, the result back to ``eqn``'s layout
+    (the layout pass's convolution, :func:`xai_core.graph.layout._conv`, then back)."""
+    return _original(*_conv(eqn, (lhs, None), (rhs, None)))
 
 
 def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> Any:
+    """:func:`dense_pool_gradient` for a ``select_and_scatter_add`` equation, or the
+    primitive itself where that does not apply."""
+    out = dense_pool_gradient(eqn.params, source, operand)
+    return _bind(eqn, [source, operand])[0] if out is None else out
+
+
+def dense_pool_gradient(p: Mapping[str, Any], source: Any, operand: Any) -> Any:
     """The gradient of max (min) pooling, ``select_and_scatter_add``, as dense elementwise work.
 
     Each output cell's window is read as ``k`` strided slices of the padded operand (one per
@@ -49,12 +46,12 @@ def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> A
     is then placed back with an interior-padded ``lax.pad``, and the ``k`` shares summed.
     Equal to the primitive up to the order of additions where windows overlap. XLA:CPU ran
     the primitive 4.5x slower than this (ResNet-18's 3x3/2 pool on 8x112x112x64: 103 ms
-    against 23 ms; torch's forward and backward take 24 ms).
+    against 23 ms; torch's forward and backward take 24 ms). ``p`` holds the primitive's
+    parameters; ``None`` where they are not a max / min select with non-negative padding.
     """
-    p = eqn.params
     first = {"ge": lambda v, best: v > best, "le": lambda v, best: v < best}.get(p["select_prim"].name)
     if first is None or any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
-        return _bind(eqn, [source, operand])[0]
+        return None
     fill = -jnp.inf if p["select_prim"].name == "ge" else jnp.inf
     padded = jax.lax.pad(operand, jnp.asarray(fill, operand.dtype), [(lo, hi, 0) for lo, hi in p["padding"]])
     strides = p["window_strides"]
@@ -94,7 +91,8 @@ def _reduce_window_sum_separable(eqn: JaxprEqn, operand: Any) -> Any:
 
 
 def _box_sums(operand: Any, p: Mapping[str, Any]) -> Any:
-    """``reduce_window_sum`` with parameters ``p``, one axis at a time."""
+    """``reduce_window_sum`` with parameters ``p``, one axis at a time (also used by the layout
+    pass, with the parameters permuted to the stored order)."""
     out = operand
     for k in range(len(p["window_dimensions"])):  # every axis once: its stride, padding and dilation apply
         if (p["window_dimensions"][k], p["window_strides"][k], tuple(p["padding"][k]), p["base_dilation"][k],
@@ -162,7 +160,5 @@ def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
         >>> bool(jnp.array_equal(fast_kernels(jax.grad(pool))(x), jax.grad(pool)(x)))
         True
     """
-    from xai_core.graph.layout import whole_program
-
     return whole_program(fn, {"select_and_scatter_add": _select_and_scatter_add_dense,
                               "reduce_window_sum": _reduce_window_sum_separable})
