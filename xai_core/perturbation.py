@@ -17,6 +17,7 @@ import numpy as np
 
 from xai_core._checks import ScoreFn, check_baseline, check_batch_size, checked_score
 from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core.graph.incremental import incremental as graph_incremental
 from xai_core.inputs import split_inputs
 
 
@@ -48,6 +49,7 @@ def occlusion(
     stride: int | Sequence[int] | None = None,
     baseline: Any = 0.0,
     batch_size: int | str | None = DEFAULT_BATCH_SIZE,
+    incremental: bool = True,
 ) -> Callable[[jax.Array], jax.Array]:
     """Occlusion: ``a_i = mean over windows W containing i of [f(x) - f(x with W set to baseline)]``.
 
@@ -63,6 +65,12 @@ def occlusion(
       baseline: value put in the occluded window: a scalar or an array of ``x``'s shape.
       batch_size: windows evaluated at once (bounds memory); ``"auto"`` (default) picks it
         from the input and the device; ``None`` means all at once.
+      incremental: recompute, per window, only what the window reaches
+        (:func:`xai_core.graph.incremental.incremental`, after Krypton: through each
+        convolution or pooling the changed box grows by its receptive field, and the rest
+        of each activation is the unoccluded pass's); equal to evaluating the whole model
+        per window (``False``) to float rounding, and faster wherever the box stays smaller
+        than the activation.
 
     ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input is occluded
     on its own, the others held as they are (as Captum does for a tuple of inputs), and
@@ -89,14 +97,16 @@ def occlusion(
         for j, (a, fill, win, step) in enumerate(zip(xs, fills, windows, strides)):
             def occluded(leaf: jax.Array, j: int = j) -> jax.Array:
                 return score(inputs.score_input([leaf if i == j else b for i, b in enumerate(xs)])).astype(acc)
-            out.append(_occlude(occluded, full, a, fill, win, step, resolve_batch_size(batch_size, xs)))
+            out.append(_occlude(occluded, full, a, fill, win, step, resolve_batch_size(batch_size, xs),
+                                incremental))
         return inputs.result(out)
 
     return attribution
 
 
 def _occlude(score: Callable[[jax.Array], jax.Array], full: jax.Array, x: jax.Array, fill: jax.Array,
-             window: int | Sequence[int], stride: int | Sequence[int] | None, batch_size: int | None) -> jax.Array:
+             window: int | Sequence[int], stride: int | Sequence[int] | None, batch_size: int | None,
+             incremental: bool) -> jax.Array:
     """Occlusion of one input ``x`` (the others held): ``score(x')`` is the score with ``x'`` in its place."""
     shape = tuple(x.shape)
     win = _per_axis(window, shape, "window")
@@ -109,7 +119,8 @@ def _occlude(score: Callable[[jax.Array], jax.Array], full: jax.Array, x: jax.Ar
             f"({w} > {s}); use a window that fits inside the input."
         )
     per_axis = [window_starts(s, w, st) for s, w, st in zip(shape, win, step)]
-    starts = jnp.asarray(np.stack([g.ravel() for g in np.meshgrid(*per_axis, indexing="ij")], axis=1))
+    grid = np.stack([g.ravel() for g in np.meshgrid(*per_axis, indexing="ij")], axis=1)
+    starts = jnp.asarray(grid)
     # How many windows cover each element: per axis, then an outer product over axes.
     coverage = np.ones((), np.float64)
     for size, w, s in zip(shape, win, per_axis):
@@ -118,14 +129,28 @@ def _occlude(score: Callable[[jax.Array], jax.Array], full: jax.Array, x: jax.Ar
             count[start : start + w] += 1
         coverage = np.multiply.outer(coverage, count)
     acc = full.dtype
+    # Each window as a box of the window's shape, moved inside x where it sticks out.
+    boxes = jnp.asarray(np.minimum(grid, np.asarray(shape) - np.asarray(win)))
+    changed = graph_incremental(score, x) if incremental else None
+
+    def inside(p: jax.Array, origin: Any, sizes: Sequence[int]) -> jax.Array:
+        """Which elements of the block at ``origin`` lie in window ``p``."""
+        mask = jnp.ones(tuple(sizes), bool)
+        for axis, size in enumerate(sizes):
+            index = jnp.arange(size) + origin[axis]
+            here = (index >= starts[p, axis]) & (index < starts[p, axis] + win[axis])
+            mask &= here.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+        return mask
 
     def term(p: jax.Array) -> jax.Array:
-        mask = jnp.ones(shape, bool)
-        for axis, (size, w) in enumerate(zip(shape, win)):
-            index = jnp.arange(size)
-            inside = (index >= starts[p, axis]) & (index < starts[p, axis] + w)
-            mask &= inside.reshape((-1,) + (1,) * (len(shape) - axis - 1))
-        drop = full - score(jnp.where(mask, fill, x))
+        mask = inside(p, [0] * len(shape), shape)
+        if changed is None:
+            drop = full - score(jnp.where(mask, fill, x))
+        else:
+            box = [boxes[p, axis] for axis in range(len(shape))]
+            patch = jnp.where(inside(p, box, win), jax.lax.dynamic_slice(fill, box, win),
+                              jax.lax.dynamic_slice(x, box, win))
+            drop = full - changed(box, patch)
         return jnp.where(mask, drop, 0)
 
     total = chunked_sum(term, len(starts), batch_size)
