@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xai_core as xc
-from xai_core import _chunking, _xla
+from xai_core import _chunking, _xla, perturbation
 
 CONV = "x = jnp.ones((1, 8, 8, 3)); k = jnp.ones((3, 3, 3, 4)); jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')).block_until_ready()"
 
@@ -70,6 +70,18 @@ def test_auto_batch_size_follows_the_input_and_the_device(monkeypatch: pytest.Mo
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert _chunking.resolve_batch_size("auto", [image]) == _chunking.ACCELERATOR_BATCH_SIZE
     assert _chunking.resolve_batch_size(5, [image]) == 5 and _chunking.resolve_batch_size(None, [image]) is None
+
+
+def test_occlusion_chunks_hold_more_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Occlusion's forwards keep no activations: its "auto" chunk uses the forward budget, at least 8."""
+    monkeypatch.setattr(_chunking, "_cores", lambda: 2)
+    seen = []
+    real = perturbation.chunked_sum
+    monkeypatch.setattr(perturbation, "chunked_sum", lambda term, n, size: seen.append(size) or real(term, n, size))
+    for side in (64, 112, 224):
+        xc.occlusion(lambda x: jnp.sum(x ** 2), window=(3, 16, 16))(jnp.ones((3, side, side)))
+    budget = 2 * _chunking.FORWARD_ELEMENTS_PER_CORE
+    assert seen == [budget // (3 * 64 * 64), budget // (3 * 112 * 112), 8] == [42, 13, 8]
 
 
 def test_auto_is_the_default_and_gives_the_fixed_size_result() -> None:

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_core._checks import ScoreFn, check_baseline, check_batch_size, checked_score
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core._chunking import (DEFAULT_BATCH_SIZE, FORWARD_ELEMENTS_PER_CORE, accumulation_dtype, chunked_sum,
+                                resolve_batch_size)
 from xai_core.graph.incremental import incremental as graph_incremental
 from xai_core.inputs import split_inputs
 
@@ -97,8 +98,8 @@ def occlusion(
         for j, (a, fill, win, step) in enumerate(zip(xs, fills, windows, strides)):
             def occluded(leaf: jax.Array, j: int = j) -> jax.Array:
                 return score(inputs.score_input([leaf if i == j else b for i, b in enumerate(xs)])).astype(acc)
-            out.append(_occlude(occluded, full, a, fill, win, step, resolve_batch_size(batch_size, xs),
-                                incremental))
+            chunk = resolve_batch_size(batch_size, xs, FORWARD_ELEMENTS_PER_CORE, least=8)
+            out.append(_occlude(occluded, full, a, fill, win, step, chunk, incremental))
         return inputs.result(out)
 
     return attribution
