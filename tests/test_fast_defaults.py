@@ -62,7 +62,8 @@ def test_auto_batch_size_follows_the_input_and_the_device(monkeypatch: pytest.Mo
     budget = 2 * _chunking.CPU_ELEMENTS_PER_CORE
     image = jnp.ones((3, 64, 64))
     assert _chunking.resolve_batch_size("auto", [image]) == max(2, budget // image.size) == 2
-    assert _chunking.resolve_batch_size("auto", [jnp.ones((3, 224, 224))]) == 2  # at least 2
+    assert _chunking.resolve_batch_size("auto", [jnp.ones((3, 112, 112))]) == 2  # at least 2
+    assert _chunking.resolve_batch_size("auto", [jnp.ones((3, 224, 224))]) == 4  # large inputs: at least 4
     assert _chunking.resolve_batch_size("auto", [jnp.ones(6)]) == budget // 6  # tiny inputs: big chunks
     assert _chunking.resolve_batch_size("auto", [jnp.ones(3000), jnp.ones(1000)]) == budget // 4000
     monkeypatch.setattr(_chunking, "_cores", lambda: 8)

@@ -41,7 +41,15 @@ CPU_ELEMENTS_PER_CORE = 16384
 2 evaluations. On 2 cores, through ``from_torch``, small chunks were fastest: IG-32 on four
 64x64 images of a small residual CNN took 0.44 s at 2, 0.55 s at 8 and 0.61 s at 32; a
 ResNet-18's IG-64 on two 224x224 images 3.5-4.2 s at 1-2 and 5.9 s at 32; larger chunks
-only pay for tiny inputs (``benchmarks/README.md``)."""
+only pay for tiny inputs (``benchmarks/README.md``). Large inputs: see :data:`LARGE_INPUT`."""
+
+LARGE_INPUT = 65536
+"""Inputs of at least this many elements (a 224x224 RGB image has 150528) get chunks of at
+least 4 on a CPU. Since the whole-program layout pass, on 2 cores, a torch ResNet-18's
+IG-32 on two 224x224 images took 3.35 s at chunk 1, 3.26 s at 2, 2.90 s at 4 and 2.78 s
+at 8, its SmoothGrad-16 2.02 s at 2 and 1.50 s at 4 or 8; the small residual CNN at 64x64
+still wants 2 (SmoothGrad-50: 0.77 s at 2, 0.90 s at 4). Not 8: ``jax.vmap`` over images
+multiplies the chunk, and with it the activations a backward pass keeps."""
 
 
 FORWARD_ELEMENTS_PER_CORE = 16 * CPU_ELEMENTS_PER_CORE
@@ -66,7 +74,8 @@ def resolve_batch_size(batch_size: int | str | None, leaves: Sequence[Any],
     ``max(least, per_core * cores // elements)`` for inputs of ``elements`` values in all
     (``leaves``: the attributed arrays of one example; ``per_core`` is
     :data:`CPU_ELEMENTS_PER_CORE` and ``least`` 2 unless a method knows better, as occlusion's
-    forward-only chunks do: :data:`FORWARD_ELEMENTS_PER_CORE`).
+    forward-only chunks do: :data:`FORWARD_ELEMENTS_PER_CORE`), and at least 4 for inputs of
+    :data:`LARGE_INPUT` elements or more.
 
     >>> import jax.numpy as jnp
     >>> resolve_batch_size(8, [jnp.ones(3)]), resolve_batch_size(None, [jnp.ones(3)])
@@ -77,6 +86,8 @@ def resolve_batch_size(batch_size: int | str | None, leaves: Sequence[Any],
     if jax.default_backend() != "cpu":
         return ACCELERATOR_BATCH_SIZE
     elements = sum(math.prod(jnp.shape(a)) for a in leaves)
+    if elements >= LARGE_INPUT:
+        least = max(least, 4)
     return max(least, per_core * _cores() // max(elements, 1))
 
 

@@ -36,10 +36,14 @@ The package, by responsibility: :mod:`~xai_core.graph.interpreter` (the interpre
 every rewrite shares, and :func:`trace`), :mod:`~xai_core.graph.patterns` and
 :mod:`~xai_core.graph.cut` (the final-activation cut), :mod:`~xai_core.graph.marks`
 (layers and :func:`split`), :mod:`~xai_core.graph.rewrites` (:func:`channels_last`,
-:func:`fast_kernels`).
+:func:`fast_kernels`; the whole-program layout pass in :mod:`~xai_core.graph.layout`),
+:mod:`~xai_core.graph.incremental` (:func:`incremental`: a function re-evaluated with one box
+of its input changed, recomputing only what the change reaches; boxes in
+:mod:`~xai_core.graph.boxes`).
 """
 
 from xai_core.graph.cut import ACTIVATIONS, cut_final_activation, looks_like_probabilities
+from xai_core.graph.incremental import incremental
 from xai_core.graph.interpreter import KEEP_CALLS, trace
 from xai_core.graph.marks import LAYER_MARK, Layer, Split, layers, mark, split
 from xai_core.graph.rewrites import channels_last, fast_kernels
@@ -59,4 +63,5 @@ __all__ = [
     "split",
     "channels_last",
     "fast_kernels",
+    "incremental",
 ]
