@@ -1,6 +1,7 @@
 """Does IG's first-layer linearity pay? (issue 18, item 4)
 
     python -m benchmarks.first_layer            # ResNet-18 (2 x 224², IG-32) and the small CNN (4 x 64², IG-32)
+    python -m benchmarks.first_layer --quick    # the small CNN only, one repeat: a smoke run
 
 The first layers of a torch ResNet in eval mode, the stem convolution and its BatchNorm, are
 affine, so along IG's path ``h(x0 + a (x - x0)) = h(x0) + a (h(x) - h(x0))`` and
@@ -51,6 +52,7 @@ def hoisted_ig(m: Any, steps: int, layer: str = "bn1") -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the small CNN only, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -66,8 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     from xai_core.adapters import from_torch
 
     rows = {}
-    for name, net, side, images in (("resnet18", torch_resnet18(num_classes=1000), 224, 2),
-                                    ("small", torch_small_resnet(), 64, 4)):
+    repeats = 1 if args.quick else args.repeats
+    models = [("small", torch_small_resnet, 64, 4)]
+    if not args.quick:
+        models.insert(0, ("resnet18", lambda: torch_resnet18(num_classes=1000), 224, 2))
+    for name, build, side, images in models:
+        net = build()
         steps = 32
         xs_t = torch.rand(images, 3, side, side, generator=torch.Generator().manual_seed(0))
         m = from_torch(net, xs_t[:1])
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         for label, f in (("plain", plain), ("hoisted", hoisted)):
             outs[label] = f(xs, ts).block_until_ready()
             times = []
-            for _ in range(args.repeats):
+            for _ in range(repeats):
                 t0 = time.perf_counter()
                 f(xs, ts).block_until_ready()
                 times.append(time.perf_counter() - t0)
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         rows[name] = row
         print(f"{name}: plain {row['plain']:.3f} s, hoisted {row['hoisted']:.3f} s, "
               f"speed-up {row['speedup']:.2f}x, max rel diff {row['max_rel_diff']:.1e}", flush=True)
-    result = {"rows": rows, "machine": machine(), "repeats": args.repeats}
+    result = {"rows": rows, "machine": machine(), "repeats": repeats}
     out = args.out or RESULTS / f"first_layer-{machine_tag(result['machine'])}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")

@@ -69,3 +69,20 @@ def test_metrics_benchmark_quick_runs(tmp_path: Path) -> None:
             assert row["max_abs_diff"] <= 1e-4, name
     assert result["machine"]["versions"]["jax"] and result["versions_extra"]["quantus"]
     assert out.with_suffix(".md").read_text().startswith("# Metrics")
+
+
+def test_occlusion_and_first_layer_benchmarks_run(tmp_path: Path) -> None:
+    """Incremental occlusion agrees with the whole model per window and with Captum; IG with the
+    stem hoisted out of the path agrees with plain IG (float32 rounding through ReLUs)."""
+    out = tmp_path / "occlusion.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.occlusion", "--sizes", "32", "--repeats", "1", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    row = json.loads(out.read_text())["sizes"]["32"]
+    assert row["windows_per_image"] == 9
+    assert row["max_rel_diff_vs_whole"] <= 1e-4 and row["max_rel_diff_vs_captum"] <= 1e-4
+    assert all(row[k] > 0 for k in ("incremental", "whole_model", "forward_floor", "captum_tuned"))
+    out = tmp_path / "first_layer.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.first_layer", "--quick", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"small"} and rows["small"]["max_rel_diff"] <= 5e-3
