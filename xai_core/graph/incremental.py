@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import DropVar, Literal
 
-from xai_core.graph.boxes import (Kind, Window, _Axis, _dense, _Full, _on, _Patch, _patch, _union,
+from xai_core.graph.boxes import (Kind, Window, _Axis, _dense, _Full, _indices, _on, _Patch, _patch, _union,
                                   _windowed)
 from xai_core.graph.interpreter import _bind, _inner
 from xai_core.graph.layout import CALLS, ELEMENTWISE, REDUCTIONS
@@ -189,12 +189,12 @@ def incremental(fn: Callable[[jax.Array], Any], x: jax.Array) -> Callable[[Seque
     outs = [record[0][v] if not isinstance(v, Literal) else v.val for v in closed.jaxpr.outvars]
 
     def changed(start: Sequence[Any], patch: jax.Array) -> Any:
+        pos = _indices(start)
         if patch.shape != x.shape and len(patch.shape) == x.ndim:
             axes = [None if n == m else _Axis(i, 1, 0, n - 1, n) for i, (n, m) in enumerate(zip(patch.shape, x.shape))]
             kind: Kind = _Patch(patch, tuple(axes))
         else:
-            kind = _Full(jax.lax.dynamic_update_slice(x, patch, start))
-        pos = [jnp.asarray(s, jnp.int32) for s in start]
+            kind = _Full(jax.lax.dynamic_update_slice(x, patch, pos))
         found = _changed(closed.jaxpr, record, [kind], pos)
         values = [_dense(k, b, pos) for k, b in zip(found, outs)]
         return jax.tree.unflatten(jax.tree.structure(shape), values)
