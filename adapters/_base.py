@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,43 +30,16 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr
 
 from xai_core import graph
-from ._shapes import _as_input, _fmt_shape, _fmt_shapes, _is_shape, _shapes, _signature, _spec
+from ._program import OutputMode, _Static, _Traced, check_input, probability_message, split, trace_program
+from ._shapes import _as_input, _fmt_shapes, _is_shape, _signature
 
 __all__ = ["Model", "OUTPUTS", "ProbabilityOutputWarning", "mark_batch_of_one"]
 
 #: What :meth:`Model.logits` returns, chosen by ``output=``.
 OUTPUTS: tuple[str, ...] = ("logits", "probs", "log_probs")
 
-OutputMode = Literal["logits", "probs", "log_probs"]
-
-
 class ProbabilityOutputWarning(UserWarning):
     """A model's output looks like probabilities, and no final activation was cut."""
-
-
-@dataclass(frozen=True)
-class _Traced:
-    jaxpr: ClosedJaxpr               # cut program: inputs = leaves(params) + leaves(x)
-    cut: str | None                  # what was removed
-    out: jax.ShapeDtypeStruct        # the output of one example
-
-
-@dataclass(eq=False)
-class _Static:
-    """What a model is besides its weights, shared by every copy with weights of the same
-    shapes (``with_params``, and copies rebuilt inside ``jax.jit``). Compared by identity:
-    it is the pytree aux data of :class:`Model`, so equal weights' shapes mean one compiled
-    program."""
-    apply: Callable[[Any, Any], Any]
-    output: OutputMode
-    input_shape: Any                 # one example's shape (a pytree of them), or None
-    name: str
-    warn: bool
-    signature: tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
-    cache: dict[tuple[Any, ...], _Traced] = field(default_factory=dict)
-    last: _Traced | None = None
-    warned: bool = False
-    extra: Any = None                # what a subclass adds (TextModel: its embedding layer)
 
 
 def mark_batch_of_one(out: Any, name: str) -> Any:
@@ -199,63 +172,6 @@ class Model:
         return type(self)._rebuild(static, new_params)
 
     # --------------------------------------------------------------- tracing
-    def _check_input(self, x: Any) -> None:
-        expected = self._static.input_shape
-        if expected is None:
-            return
-        if _is_shape(expected) and isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray)):
-            shape = tuple(x.shape)
-            if len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape)):
-                return
-            msg = (f"{self.name} expects one example of shape {_fmt_shape(expected)} "
-                   f"(no batch axis); got shape {_fmt_shape(shape)}.")
-            if len(shape) == len(expected) + 1 and all(e is None or e == s for e, s in zip(expected, shape[1:])):
-                msg += (f" This looks like a batch of {shape[0]}: map over it with "
-                        "jax.vmap(model.logits) or jax.vmap(model.score(t)).")
-            raise ValueError(msg)
-        want = jax.tree.structure(expected, is_leaf=_is_shape)
-        got = _shapes(x)
-        ok = jax.tree.structure(got, is_leaf=_is_shape) == want and all(
-            len(g) == len(e) and all(d is None or d == h for d, h in zip(e, g))
-            for e, g in zip(jax.tree.leaves(expected, is_leaf=_is_shape),
-                            jax.tree.leaves(got, is_leaf=_is_shape)))
-        if not ok:
-            raise ValueError(f"{self.name} expects one example shaped {_fmt_shapes(expected)} (no batch "
-                             f"axis), got {_fmt_shapes(got)}. Pass the inputs in the same structure "
-                             "as the example the model was built with; batch with jax.vmap.")
-
-    def _traced(self, x: Any) -> _Traced:
-        static = self._static
-        leaves, treedef = jax.tree.flatten(x)
-        avals = [jax.typeof(a) for a in leaves]
-        key = (treedef, tuple((tuple(a.shape), str(a.dtype)) for a in avals))
-        hit = static.cache.get(key)
-        if hit is not None:
-            static.last = hit
-            return hit
-        x_spec = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals])
-        p_spec = jax.tree.map(_spec, self._params)
-        try:
-            closed, out = graph.trace(static.apply, p_spec, x_spec, return_shape=True)
-        except Exception as e:  # shape / rank / dtype errors from inside the model
-            seen = sorted({_fmt_shapes(k[0].unflatten([s for s, _ in k[1]])) for k in static.cache})
-            hint = (f" Shapes that worked: {', '.join(seen)}." if seen else
-                    " If the shape is the problem: pass ONE example without a batch axis "
-                    "(batch with jax.vmap).")
-            what = ", ".join(sorted({str(a.dtype) for a in avals}))
-            raise ValueError(f"{self.name} could not be applied to one example of shape "
-                             f"{_fmt_shapes(_shapes(x_spec))} and dtype {what}: "
-                             f"{type(e).__name__}: {e}{hint}") from e
-        if not isinstance(out, jax.ShapeDtypeStruct):
-            raise TypeError(f"{self.name}: apply(params, x) must return one array (the class "
-                            f"scores); it returned {jax.tree.structure(out)}. Wrap it to pick "
-                            "the logits, e.g. lambda p, x: apply(p, x)[0].")
-        cut_jaxpr, cut = graph.cut_final_activation(closed)
-        traced = _Traced(cut_jaxpr, cut, out)
-        static.cache[key] = traced
-        static.last = traced
-        return traced
-
     def jaxpr(self, x: Any) -> ClosedJaxpr:
         """The cut program for inputs like ``x`` (arrays or ``jax.ShapeDtypeStruct``s, one
         or a pytree of them).
@@ -265,8 +181,8 @@ class Model:
         is applied). This is what the core's graph tools (layer splits, backward-rule
         tables) work on.
         """
-        self._check_input(x)
-        return self._traced(x).jaxpr
+        check_input(self._static, x)
+        return trace_program(self._static, self._params, x).jaxpr
 
     # ---------------------------------------------------------------- layers
     def _program(self, x: Any = None) -> _Traced:
@@ -274,8 +190,8 @@ class Model:
         last ran (adapters that know the input trace it when they build the model)."""
         if x is not None:
             x = _as_input(x)
-            self._check_input(x)
-            return self._traced(x)
+            check_input(self._static, x)
+            return trace_program(self._static, self._params, x)
         if self._static.last is None:
             raise ValueError(f"{self.name}: the model has not been traced yet, so its layers are "
                              "unknown; call model.logits(x) once, or pass an example: "
@@ -311,35 +227,7 @@ class Model:
             >>> bool(jnp.isclose(tail(head(x)), m.logits(x))), m.layers
             (True, [Layer('act', shape=(3,), dtype=float32)])
         """
-        traced = self._program(x)
-        s = graph.split(traced.jaxpr, layer)
-        n_params = len(jax.tree.leaves(self._params))
-        invars = traced.jaxpr.jaxpr.invars
-        reads_x = any(i >= n_params for i in s.tail_inputs)
-        shapes = [tuple(v.aval.shape) for v in invars[n_params:]]
-        name = self.name
-
-        def check(x: Any) -> list[jax.Array]:
-            leaves = jax.tree.leaves(_as_input(x))
-            if [tuple(a.shape) for a in leaves] != shapes:
-                raise ValueError(f"{name}.split({layer!r}) was made for one example of shape "
-                                 f"{', '.join(map(_fmt_shape, shapes))}; got "
-                                 f"{', '.join(_fmt_shape(a.shape) for a in leaves)}. Split again "
-                                 "with an example of the new shape: model.split(name, x).")
-            return leaves
-
-        def head(x: Any) -> jax.Array:
-            return s.head(*jax.tree.leaves(self._params), *check(x))
-
-        def tail(a: Any, x: Any = None) -> jax.Array:
-            if x is None and reads_x:
-                raise ValueError(f"{name}: the rest of the model after layer {layer!r} also reads "
-                                 "the input directly (a skip connection past the layer), so the "
-                                 "activation alone does not determine the output; call tail(a, x).")
-            given = [None] * len(shapes) if x is None else check(x)
-            return self._finish(s.tail([*jax.tree.leaves(self._params), *given], a)[0], traced.cut)
-
-        return head, tail
+        return split(self._static, self._program(x), self._params, layer, self._finish)
 
     # ------------------------------------------------------------ evaluation
     def logits(self, x: Any) -> jax.Array:
@@ -352,15 +240,15 @@ class Model:
         ``jax.jit(f)(model, x)`` takes them as arguments (see :class:`Model`).
         """
         x = _as_input(x)
-        self._check_input(x)
-        traced = self._traced(x)
+        check_input(self._static, x)
+        traced = trace_program(self._static, self._params, x)
         leaves = jax.tree.leaves(self._params)
         z = jax.core.eval_jaxpr(traced.jaxpr.jaxpr, traced.jaxpr.consts, *leaves, *jax.tree.leaves(x))[0]
         static = self._static
         if traced.cut is None and static.warn and not static.warned and not isinstance(z, jax.core.Tracer):
             if graph.looks_like_probabilities(z):
                 static.warned = True
-                warnings.warn(self._probability_message(z), ProbabilityOutputWarning, stacklevel=2)
+                warnings.warn(probability_message(static, z), ProbabilityOutputWarning, stacklevel=2)
         return self._finish(z, traced.cut)
 
     def _finish(self, z: jax.Array, cut: str | None) -> jax.Array:
@@ -370,18 +258,6 @@ class Model:
         if cut == "sigmoid":
             return jax.nn.sigmoid(z) if self.output == "probs" else jax.nn.log_sigmoid(z)
         return jax.nn.softmax(z, axis=-1) if self.output == "probs" else jax.nn.log_softmax(z, axis=-1)
-
-    def _probability_message(self, z: Any) -> str:
-        what = "a value in [0, 1]" if np.size(z) == 1 else "values in [0, 1] that sum to 1"
-        msg = (f"{self.name}: the model's output looks like probabilities ({what}), but no final "
-               "softmax / log_softmax / sigmoid was found to cut, so attributions will explain a "
-               "probability, whose gradients vanish as the model grows confident (tf-explain #159). ")
-        if self.output == "probs":
-            msg += "output='probs' also applies a softmax on top of it. "
-        msg += ("To fix: build the model from a function that returns the scores before the "
-                "normalisation (e.g. drop the final x / sum(x)). If these values really are "
-                "logits, pass warn_probabilities=False.")
-        return msg
 
     def score(self, target: Any) -> Callable[[Any], jax.Array]:
         """``score_fn(x) -> scalar``: the logit (or ``output=`` value) of class ``target``.
