@@ -54,6 +54,16 @@ def _read(out: Path) -> tuple[np.ndarray, dict]:
     return array.read().result(), json.loads((out / "manifest.json").read_text())
 
 
+def usage_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run ``xai-core ARGV`` expecting a user error: exit status 2 and one line on stderr (returned)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(lines) == 1, (exit.value.code, lines)
+    return lines[0]
+
+
 def _direct(model, xs: np.ndarray, ts: np.ndarray, **options) -> np.ndarray:
     return np.asarray(jax.jit(jax.vmap(lambda x, t: xc.attribute(model.score(t), x, method="ig", **options)))(xs, ts))
 
@@ -139,42 +149,39 @@ def test_resume_refusals_and_force(workdir, capsys) -> None:
     tmp, name = workdir
     base = ["attribute", "--model", f"{name}:model", "--data", f"{name}:data", "--out", "out", "--batch-size", "4"]
     assert main([*base, "--method", "gradient"]) == 0
-    with pytest.raises(SystemExit, match="already holds this job's results: pass --resume"):
-        main([*base, "--method", "gradient"])
+    assert "--out out: already holds this job's results; pass --resume" in usage_error(capsys, [*base, "--method",
+                                                                                               "gradient"])
     assert main([*base, "--method", "gradient", "--resume"]) == 0  # nothing left to do
-    with pytest.raises(SystemExit, match=r"another job's results \(method: 'gradient' -> 'gradient_x_input'"):
-        main([*base, "--method", "gradient_x_input", "--resume"])
+    assert "another job's results (method: 'gradient' -> 'gradient_x_input'" in usage_error(
+        capsys, [*base, "--method", "gradient_x_input", "--resume"])
     assert main([*base, "--method", "gradient_x_input", "--force"]) == 0
     maps, manifest = _read(tmp / "out")
     assert manifest["job"]["method"] == "gradient_x_input" and manifest["finished"]
     (tmp / "other").mkdir()
     (tmp / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="holds no xai-core manifest"):
-        main([*base[:-4], "--out", "other", "--batch-size", "4"])
+    assert "holds no xai-core manifest" in usage_error(capsys, [*base[:-4], "--out", "other", "--batch-size", "4"])
 
 
-def test_bad_specs_fail_fast(workdir) -> None:
+def test_bad_specs_fail_fast(workdir, capsys) -> None:
     tmp, name = workdir
     base = ["--data", f"{name}:data", "--out", "out"]
-    with pytest.raises(SystemExit, match="no such file"):
-        main(["attribute", "--model", "missing.keras", *base])
-    with pytest.raises(SystemExit, match="cannot import 'nomodule'"):
-        main(["attribute", "--model", "nomodule:model", *base])
+    assert "no such file" in usage_error(capsys, ["attribute", "--model", "missing.keras", *base])
+    assert "cannot import 'nomodule'" in usage_error(capsys, ["attribute", "--model", "nomodule:model", *base])
     (tmp / "pictures").mkdir()
     (tmp / "pictures" / "a.png").write_bytes(b"")
-    with pytest.raises(SystemExit, match="pass --input-shape"):  # a Flax factory's model records no input shape
-        main(["attribute", "--model", f"{name}:model", "--data", "pictures", "--out", "out"])
-    with pytest.raises(SystemExit, match="expected a .keras"):
-        main(["attribute", "--model", "model.onnx", *base])
-    with pytest.raises(SystemExit, match="Did you mean 'integrated_gradients'"):
-        main(["attribute", "--model", f"{name}:model", *base, "--method", "integrated_gradient"])
+    # a Flax factory's model records no input shape
+    assert "pass --input-shape" in usage_error(capsys, ["attribute", "--model", f"{name}:model", "--data", "pictures",
+                                                        "--out", "out"])
+    assert "expected a .keras" in usage_error(capsys, ["attribute", "--model", "model.onnx", *base])
+    assert "Did you mean 'integrated_gradients'" in usage_error(capsys, ["attribute", "--model", f"{name}:model", *base,
+                                                                         "--method", "integrated_gradient"])
     np.save(tmp / "plain.npy", np.zeros((2, 8, 8, 3), np.float32))
-    with pytest.raises(SystemExit, match="--targets label needs labels"):
-        main(["attribute", "--model", f"{name}:model", "--data", "plain.npy", "--out", "out2", "--targets", "label"])
+    assert "--targets label: needs labels" in usage_error(capsys, ["attribute", "--model", f"{name}:model", "--data",
+                                                                   "plain.npy", "--out", "out2", "--targets", "label"])
     np.save(tmp / "wrong.npy", np.zeros((2, 4, 4, 3), np.float32))
-    with pytest.raises(SystemExit, match=r"could not be applied to one example of shape \(4, 4, 3\)"):
-        main(["attribute", "--model", f"{name}:model", "--data", "wrong.npy", "--out", "out3"])
-    assert not (tmp / "out").exists() and not (tmp / "out2").exists()
+    assert "could not be applied to one example of shape (4, 4, 3)" in usage_error(
+        capsys, ["attribute", "--model", f"{name}:model", "--data", "wrong.npy", "--out", "out3"])
+    assert not (tmp / "out").exists() and not (tmp / "out2").exists() and not (tmp / "out3").exists()
 
 
 def test_help_names_every_option(capsys) -> None:
@@ -186,7 +193,7 @@ def test_help_names_every_option(capsys) -> None:
         assert flag in text, flag
 
 
-def test_keras_file_model(workdir) -> None:
+def test_keras_file_model(workdir, capsys) -> None:
     tmp, _ = workdir
     import os
 
@@ -204,9 +211,16 @@ def test_keras_file_model(workdir) -> None:
     m = xc.adapters.from_keras(tmp / "m.keras")
     np.testing.assert_allclose(maps, _direct(m, xs, np.asarray(manifest["examples"]["targets"]), steps=4),
                                rtol=1e-5, atol=1e-7)
+    (tmp / "junk.keras").write_bytes(b"not a model")
+    assert "--model junk.keras: from_keras: 'junk.keras' is not a valid .keras file" in usage_error(
+        capsys, ["attribute", "--model", "junk.keras", "--data", "x.npy", "--out", "junk"])
 
 
-def test_torch_export_file_model(workdir) -> None:
+def test_torch_export_file_model(workdir, capsys) -> None:
+    """A .pt2 file explained like its module, with no advice about train() / eval(), which an
+    exported program (it runs as it was exported) cannot follow; a file that is not one: one line."""
+    import warnings
+
     tmp, _ = workdir
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -215,12 +229,19 @@ def test_torch_export_file_model(workdir) -> None:
     torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 8, 8),)), str(tmp / "net.pt2"))
     xs = np.asarray(jax.random.uniform(jax.random.key(5), (5, 3, 8, 8)))
     np.save(tmp / "x.npy", xs)
-    assert main(["attribute", "--model", "net.pt2", "--data", "x.npy", "--out", "out", "-o", "steps=4",
-                 "--batch-size", "2"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["attribute", "--model", "net.pt2", "--data", "x.npy", "--out", "out", "-o", "steps=4",
+                     "--batch-size", "2"]) == 0
+    said = capsys.readouterr().err + "".join(str(w.message) for w in caught)
+    assert "train()" not in said and "eval()" not in said, said
     maps, manifest = _read(tmp / "out")
     m = xc.adapters.from_torch(net, torch.zeros(1, 3, 8, 8))
     np.testing.assert_allclose(maps, _direct(m, xs, np.asarray(manifest["examples"]["targets"]), steps=4),
                                rtol=1e-4, atol=1e-6)
+    (tmp / "junk.pt2").write_bytes(b"not a program")
+    assert "--model junk.pt2: torch.export.load failed" in usage_error(
+        capsys, ["attribute", "--model", "junk.pt2", "--data", "x.npy", "--out", "junk"])
 
 
 def test_readme_batch_commands_run_as_written(tmp_path: Path) -> None:

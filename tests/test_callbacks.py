@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -114,6 +115,45 @@ def test_bad_validation_data_and_unknown_methods_fail_at_construction(tmp_path) 
     cb = callbacks.AttributionCallback((np.zeros((2, 8, 8, 1), np.float32), y[:2]), log_dir=tmp_path)
     with pytest.raises(ValueError, match=r"validation images have shape \(8, 8, 1\), the model takes \(16, 16, 1\)"):
         tutorial_cnn().fit(x, y, epochs=1, callbacks=[cb], verbose=0)
+
+
+def tiny_classifier(classes: int = 10) -> keras.Model:
+    """A 4x4x1 -> ``classes`` softmax classifier, quick to fit."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(classes, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("targets, says", [
+    (dict(class_index=10), "VanillaGradientsCallback: class_index=10 is out of range for a model with 10 classes: "
+                           "use 0..9."),
+    (dict(class_index=-1), "VanillaGradientsCallback: class_index=-1 is out of range"),
+    (dict(class_index=np.array([0, 3, 12, 1])), "class_index=12 (example 2) is out of range"),
+    (dict(labels=np.array([0, 1, 10, 2])), "VanillaGradientsCallback: labels=10 (example 2) is out of range"),
+])
+def test_a_class_out_of_range_fails_when_training_begins(tmp_path, targets, says) -> None:
+    """Not an epoch of empty maps (a NaN score, a zero gradient) and no error."""
+    x, y = np.random.default_rng(0).uniform(size=(4, 4, 4, 1)).astype(np.float32), np.array([0, 1, 2, 3])
+    labels = targets.pop("labels", y)
+    cb = callbacks.VanillaGradientsCallback((x, labels), output_dir=str(tmp_path), writer="png", **targets)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        tiny_classifier().fit(x, y, epochs=1, callbacks=[cb], verbose=0)
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_log_attributions_checks_the_class_range(tmp_path) -> None:
+    from xai_core.adapters import from_keras
+
+    m, x = from_keras(tiny_classifier()), np.zeros((2, 4, 4, 1), np.float32)
+    writer = callbacks.PNGWriter(tmp_path)
+    with pytest.raises(ValueError, match=re.escape("log_attributions: targets=10 is out of range for a model with "
+                                                   "10 classes: use 0..9.")):
+        callbacks.log_attributions(writer, 0, m, x, 10)
+    with pytest.raises(ValueError, match=re.escape("targets=-1 (example 1) is out of range")):
+        callbacks.log_attributions(writer, 0, m, x, [9, -1])
+    assert callbacks.log_attributions(writer, 0, m, x, [9, 0]).shape == x.shape
 
 
 def test_a_flax_optax_loop_logs_the_maps_of_its_steps(tmp_path) -> None:

@@ -113,8 +113,9 @@ def test_cli_evaluate_writes_the_table(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "| method | deletion ↓ | localization ↑ | randomization ↓ |" in printed
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "report.json", "report.png"}
-    with pytest.raises(SystemExit, match="unknown"):
+    with pytest.raises(SystemExit) as exit:  # one line, exit status 2 (every flag: tests/test_cli_errors.py)
         main(["evaluate", "--methods", "nope", "--out-dir", str(out)])
+    assert exit.value.code == 2 and "--methods nope: unknown 'nope'" in capsys.readouterr().err
 
 
 def test_channel_first_torch_model() -> None:

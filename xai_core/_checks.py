@@ -117,3 +117,26 @@ def check_batch_size(batch_size: int | str | None, method: str) -> int | str | N
     if isinstance(batch_size, str):
         raise ValueError(f"{method}: batch_size must be 'auto', None or an integer >= 1, got {batch_size!r}.")
     return check_positive_int(batch_size, "batch_size", method)
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used: the message starts with the flag and says what
+    to do; ``xai-core`` prints it as one line and exits with status 2."""
+
+
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in ``minimum..maximum`` (argparse names the flag)."""
+    import argparse
+
+    bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {text!r}")
+        return value
+
+    return parse

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from xai_core import layer as layer_methods
-from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, log_attributions
+from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, check_targets, log_attributions
 
 __all__ = ["AttributionCallback", "GradientsInputsCallback", "IntegratedGradientsCallback",
            "OcclusionSensitivityCallback", "SmoothGradCallback", "VanillaGradientsCallback", "GradCAMCallback",
@@ -26,7 +26,8 @@ class AttributionCallback(keras.callbacks.Callback):
     ``method`` may also be a CAM of :data:`xai_core.callbacks.CAMS` with ``layer=`` (a Keras
     layer name). ``validation_data = (x, y)`` (``y`` class indices or one-hot rows; ``None`` if
     ``targets`` is not ``"label"``); ``targets``: ``"label"``, ``"predicted"`` (the model's
-    class at that epoch), one int for every example, or an array; ``method`` any name of
+    class at that epoch), one int for every example, or an array (class indices in
+    ``0..classes-1``, checked when training begins; negative ones are refused); ``method`` any name of
     ``xc.methods()`` with its ``options``; ``writer`` a :class:`TensorBoardWriter` (default,
     in ``log_dir``) or :class:`PNGWriter` (``writer="png"``); ``masks`` (object masks) adds the
     localization scalar. The model is converted once (``from_keras``) and the explanation
@@ -37,6 +38,8 @@ class AttributionCallback(keras.callbacks.Callback):
         model.fit(x, y, epochs=5, callbacks=[AttributionCallback((x_val, y_val), method="ig",
                                                                  log_dir="logs/xai", steps=32)])
     """
+
+    _target_name = "targets"
 
     def __init__(self, validation_data: Any, method: str = "gradient", targets: Any = "label",
                  log_dir: str | pathlib.Path = "logs/xai", every_n_epochs: int = 1, max_images: int = 16,
@@ -60,7 +63,7 @@ class AttributionCallback(keras.callbacks.Callback):
             self.targets = t if t.ndim == 0 else t[:max_images]
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"AttributionCallback: every_n_epochs must be an int >= 1, got {every_n_epochs!r}.")
-        self.every_n_epochs, self.masks, self.key = every_n_epochs, masks, key
+        self.every_n_epochs, self.masks, self.key, self._given = every_n_epochs, masks, key, targets
         self.writer = _writer(writer, log_dir)
         self._m: Any = None
 
@@ -72,6 +75,9 @@ class AttributionCallback(keras.callbacks.Callback):
             raise ValueError(f"AttributionCallback: validation images have shape {self.xs.shape[1:]}, the model "
                              f"takes {shape}; pass examples the model accepts.")
         self._m = from_keras(self.model)
+        if not isinstance(self.targets, str):  # a class out of range would log empty maps, NaN scores
+            what = "labels" if isinstance(self._given, str) else self._target_name
+            check_targets(self._m, self.xs[0], self.targets, f"{type(self).__name__}: {what}")
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
@@ -127,6 +133,8 @@ def _validation(data: Any, targets: Any) -> tuple[np.ndarray, np.ndarray | None]
 
 def _alias(method: str, name: str) -> type:
     class Alias(AttributionCallback):
+        _target_name = "class_index"
+
         def __init__(self, validation_data: Any, class_index: Any = "label", output_dir: str = "logs/xai",
                      **options: Any) -> None:
             super().__init__(validation_data, method=method, targets=class_index, log_dir=output_dir, **options)
@@ -146,6 +154,8 @@ OcclusionSensitivityCallback = _alias("occlusion", "OcclusionSensitivityCallback
 
 class GradCAMCallback(AttributionCallback):
     """tf-explain's ``GradCAMCallback``: Grad-CAM at ``layer_name`` for ``class_index``."""
+
+    _target_name = "class_index"
 
     def __init__(self, validation_data: Any, class_index: Any = "label", layer_name: str | None = None,
                  output_dir: str = "logs/xai", **options: Any) -> None:

@@ -186,6 +186,22 @@ def picture(x: np.ndarray, a: np.ndarray, channels_first: bool) -> np.ndarray:
 _EXPLAINERS: dict[tuple[str, str], Explainer] = {}
 
 
+def check_targets(m: Any, x: Any, targets: Any, what: str) -> None:
+    """Raise a ValueError naming the valid range if a class index of ``targets`` (one int, or one
+    per example) is not a class of ``m`` on examples like ``x`` (one example). Negative indices are
+    refused, as ``m.score`` refuses them: a traced out-of-range class would score NaN silently."""
+    out = jax.eval_shape(m.logits, jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)))
+    t = np.asarray(targets)
+    if len(out.shape) != 1 or not np.issubdtype(t.dtype, np.integer):
+        return
+    n = out.shape[0]
+    bad = np.flatnonzero((t < 0) | (t >= n))
+    if bad.size:
+        where = "" if t.ndim == 0 else f" (example {bad[0]})"
+        raise ValueError(f"{what}={t.ravel()[bad[0]]}{where} is out of range for a model with {n} classes: "
+                         f"use 0..{n - 1}.")
+
+
 def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, method: str = "gradient", *,
                      params: Any = None, masks: Any = None, key: Any = None, max_images: int = 16,
                      tag: str = "attribution", explainer: Explainer | None = None, **options: Any) -> np.ndarray:
@@ -193,12 +209,15 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
     weights at this step and write it: per example ``<tag>/<method>/<i>`` (input beside map),
     the completeness gap (IG, DeepLift) and, given ``masks``, the localization. Returns the
     maps (numpy). ``params`` replaces ``m``'s weights first (a pytree, or the torch module);
-    the compiled program is reused across steps (one per ``method`` and ``options``)."""
+    the compiled program is reused across steps (one per ``method`` and ``options``). A class
+    index outside ``0..classes-1`` (negative ones included) is a ValueError."""
     if params is not None:
         m = m.with_params(torch_params(m, params) if hasattr(params, "state_dict") else params)
     xs = jnp.asarray(xs)[:max_images]
     ts = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), xs.shape[:1]) if np.ndim(targets) == 0 else \
         jnp.asarray(targets, jnp.int32)[:max_images]
+    given = np.asarray(targets)
+    check_targets(m, xs[0], given if given.ndim == 0 else given[:max_images], "log_attributions: targets")
     if explainer is None:
         cache = (method, repr(sorted(options.items())))
         explainer = _EXPLAINERS.get(cache) or _EXPLAINERS.setdefault(cache, Explainer(method, **options))

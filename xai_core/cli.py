@@ -1,14 +1,34 @@
-"""The ``xai-core`` command: ``demo``, ``evaluate``, ``attribute`` (the batch job) and ``methods``."""
+"""The ``xai-core`` command: ``demo``, ``evaluate``, ``attribute`` (the batch job) and ``methods``.
+
+Every user error ends as one line on stderr, ``xai-core COMMAND: --flag VALUE: what is wrong;
+what to do``, with exit status 2 (argparse's own errors too): a command raises
+:class:`~xai_core._checks.UsageError`, :func:`main` prints it.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import NoReturn
+
+from xai_core._checks import UsageError
+
+
+def one_line(text: object) -> str:
+    """``text`` with its line breaks and runs of spaces collapsed."""
+    return " ".join(str(text).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block); exit status 2 as usual."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xai-core`` console script."""
-    parser = argparse.ArgumentParser(prog="xai-core", description="Attribution methods as pure JAX transforms.")
+    parser = _Parser(prog="xai-core", description="Attribution methods as pure JAX transforms.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("methods", help="list every method name `xai_core.attribute` accepts")
     demo = commands.add_parser("demo", help="train a small CNN on the shapes data and explain it")
@@ -24,11 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xai_core.batch import cli as batch_cli
 
     batch_cli.add_arguments(attribute)
-    args = parser.parse_args(argv)
-    if args.command == "attribute":
-        return batch_cli.run(args)
-    if args.command == "evaluate":
-        return evaluation.run(args)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        if args.command == "attribute":
+            return batch_cli.run(args)
+        if args.command == "evaluate":
+            return evaluation.run(args)
+    except UsageError as err:
+        parser.exit(2, f"xai-core {args.command}: {one_line(err)}\n")
     if args.command == "methods":
         from xai_core.registry import get_method, methods
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_core import cam, metrics as xm
+from xai_core._checks import UsageError, int_at_least
 from xai_core.gradients import gradient
 from xai_core.registry import attribute, get_method
 from xai_core.report import Report
@@ -225,19 +226,35 @@ def shapes_methods() -> dict[str, Explain]:
     return {label: _method(spec) for label, spec in named.items()}
 
 
+TEST_IMAGES = 1000
+"""Held-out images of the shapes data that ``xai-core evaluate`` draws from."""
+
+
 def add_arguments(parser: Any) -> None:
     """``xai-core evaluate``'s options."""
     from pathlib import Path
 
     parser.add_argument("--out-dir", type=Path, default=Path("xai_core_evaluate"),
                         help="where to write table.md, table.csv, report.json and report.png")
-    parser.add_argument("--images", type=int, default=16, help="test images to evaluate on")
+    parser.add_argument("--images", type=int_at_least(1, TEST_IMAGES), default=16,
+                        help=f"test images to evaluate on (1..{TEST_IMAGES})")
     parser.add_argument("--methods", default="all", help="comma-separated labels of the demo's methods, or 'all'")
     parser.add_argument("--metrics", default="all", help=f"comma-separated names from {', '.join(METRICS)}, or 'all'")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data, training and noise")
-    parser.add_argument("--train-images", type=int, default=4000, help="training set size")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    parser.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="seed for data, training and noise")
+    parser.add_argument("--train-images", type=int_at_least(32), default=4000,
+                        help="training set size (at least one batch: 32)")
+    parser.add_argument("--epochs", type=int_at_least(1), default=5, help="passes over the training set")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _chosen(flag: str, text: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated names of ``text`` ('all': every one of ``known``), each checked."""
+    names = list(known) if text == "all" else text.split(",")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(f"{flag} {text}: unknown {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(known)}, or 'all'.")
+    return names
 
 
 def run(args: Any) -> int:
@@ -246,15 +263,15 @@ def run(args: Any) -> int:
     from xai_core.adapters import from_flax
 
     methods = shapes_methods()
-    chosen = list(methods) if args.methods == "all" else args.methods.split(",")
-    names = list(METRICS) if args.metrics == "all" else args.metrics.split(",")
-    for label in chosen:
-        if label not in methods:
-            raise SystemExit(f"--methods: unknown {label!r}; choose from {', '.join(methods)}")
-    if args.images < 1:
-        raise SystemExit("--images must be >= 1")
+    chosen = _chosen("--methods", args.methods, list(methods))
+    names = _chosen("--metrics", args.metrics, list(METRICS))
+    try:  # before training: a folder that cannot be written fails now, not after minutes
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out-dir {args.out_dir}: cannot create it ({type(err).__name__}: {err}); choose a "
+                         "folder you can write.") from err
     train_key, key = jax.random.split(jax.random.key(args.seed))
-    trained = demo.train_shapes_model(train_key, n_train=args.train_images, epochs=args.epochs,
+    trained = demo.train_shapes_model(train_key, n_train=args.train_images, epochs=args.epochs, n_test=TEST_IMAGES,
                                       progress=not args.no_progress)
     print(f"trained ShapesCNN in {trained.seconds:.1f} s: test accuracy {trained.test_accuracy:.1%}")
     model = from_flax(trained.module, trained.variables)

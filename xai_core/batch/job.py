@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from xai_core.batch.errors import SpecError, blame, class_indices
 from xai_core.batch.sources import ExampleError, Source, load_data, load_model, model_fingerprint, need
 from xai_core.batch.store import Store
 from xai_core.gradients import completeness_gap
@@ -65,19 +67,42 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _targets(job: Job, source: Source) -> np.ndarray | None:
-    """Per-example targets, or None for the prediction (computed in the program)."""
+def _targets(job: Job, source: Source, classes: int) -> np.ndarray | None:
+    """Per-example targets in ``0..classes-1``, or None for the prediction (computed in the program)."""
     if job.targets == "predicted":
         return None
     if job.targets == "label":
         if source.labels is None:
-            raise ValueError("--targets label needs labels: --labels FILE (.npy / .txt), or a data factory "
-                             "returning (images, labels).")
-        return source.labels
-    values = np.load(job.targets) if job.targets.endswith(".npy") else np.loadtxt(job.targets, np.int64, ndmin=1)
-    if values.shape != (len(source),):
-        raise ValueError(f"--targets {job.targets}: {values.shape} targets for {len(source)} examples.")
-    return values.astype(np.int64)
+            raise SpecError("--targets label: needs labels; pass --labels FILE (.npy / .txt), or a data factory "
+                            "returning (images, labels).")
+        flag, values = (f"--labels {job.labels}" if job.labels else f"--data {job.data}"), source.labels
+    elif not Path(job.targets).is_file() and not job.targets.endswith((".npy", ".txt", ".csv")):
+        raise SpecError(f"--targets {job.targets}: not 'predicted', 'label' or a file; pass one of those "
+                        "(a .npy / .txt file of one class index per example).")
+    else:
+        flag, values = f"--targets {job.targets}", class_indices("--targets", job.targets, len(source))
+    bad = np.flatnonzero((values < 0) | (values >= classes))
+    if bad.size:
+        raise SpecError(f"{flag}: class {values[bad[0]]} (example {bad[0]}) is out of range for a model with "
+                        f"{classes} classes; use 0..{classes - 1}.")
+    return np.asarray(values, np.int64)
+
+
+def _preflight(model: Any, job: Job, shape: tuple[int, ...]) -> int:
+    """Trace one example before anything is written: the model on the data, then the method with
+    its options (each failure names its flag). Returns the model's number of classes."""
+    x, t = jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)
+    with blame(f"--input-shape {','.join(map(str, shape))}" if job.input_shape else f"--data {job.data}",
+               ValueError, TypeError):
+        out = jax.eval_shape(model.logits, x)
+    if len(out.shape) != 1:
+        raise SpecError(f"--model {job.model}: returns shape {out.shape} for one example; the batch job "
+                        "explains models of one vector of class scores per example.")
+    key = jax.random.key(0) if get_method(job.method).needs_key else None
+    with blame(f"-o {' -o '.join(f'{k}={v}' for k, v in job.options.items())}" if job.options else
+               f"--method {job.method}", ValueError, TypeError):
+        jax.eval_shape(lambda x, t: attribute(model.score(t), x, method=job.method, key=key, **job.options), x, t)
+    return out.shape[0]
 
 
 def _program(model: Any, job: Job, predicted: bool, data: NamedSharding) -> Callable[..., Any]:
@@ -131,11 +156,12 @@ def run(job: Job) -> dict[str, Any]:
     from xai_core.batch.progress import Progress
 
     start = time.perf_counter()
-    get_method(job.method)  # an unknown method fails before anything loads
+    with blame(f"--method {job.method}", ValueError):  # an unknown method fails before anything loads
+        get_method(job.method)
     model = load_model(job.model)
     shape = job.input_shape or model.input_shape
     source = load_data(job.data, shape, labels=job.labels, mean=job.mean, std=job.std)
-    targets = _targets(job, source)
+    targets = _targets(job, source, _preflight(model, job, source.example_shape))
     devices = jax.local_devices()
     size = job.batch_size * len(devices)
     n_shards = math.ceil(len(source) / size)
@@ -145,7 +171,8 @@ def run(job: Job) -> dict[str, Any]:
                 "versions": _versions()}
     process, processes = jax.process_index(), jax.process_count()
     if process == 0:  # checks, creates (or, with --force, clears) the folder before the others open it
-        store = Store.open(job.out, identity, resume=job.resume, force=job.force)
+        with blame(f"--out {job.out}", OSError, hint="choose a folder this process can write"):
+            store = Store.open(job.out, identity, resume=job.resume, force=job.force)
     if processes > 1:
         from jax.experimental import multihost_utils
 

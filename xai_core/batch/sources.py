@@ -10,6 +10,8 @@ input size, scaled to [0, 1], then ``(x - mean) / std``), a ``.npy`` array of ex
 pair. Each source reads one example at a time by index, so a loader (grain) can decode shards
 in threads ahead of the devices; an example that cannot be read is an :class:`ExampleError`
 (recorded by the job, which goes on).
+
+A value that cannot be used is a :class:`~xai_core.batch.errors.SpecError` naming its flag.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_core.batch.errors import MissingExtra, SpecError, blame, class_indices
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-class SpecError(ValueError):
-    """A ``--model`` or ``--data`` spec that cannot be loaded (the message says what to do)."""
 
 
 class ExampleError(Exception):
@@ -42,7 +44,7 @@ def need(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"xai-core attribute needs {module}: pip install 'xai-core[batch]'") from err
+        raise MissingExtra(f"xai-core attribute needs {module}: pip install 'xai-core[batch]'") from err
 
 
 def _factory(spec: str, what: str) -> Any:
@@ -50,7 +52,7 @@ def _factory(spec: str, what: str) -> Any:
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
+    except (ImportError, ValueError) as err:  # ValueError: an empty module name
         raise SpecError(f"--{what} {spec!r}: cannot import {module_name!r} ({err}); the spec is "
                         "'package.module:factory' with the module importable from here") from err
     finally:
@@ -69,24 +71,12 @@ def load_model(spec: str) -> Any:
             raise SpecError(f"--model {spec}: no such file.")
         from xai_core.adapters import from_keras
 
-        try:
+        with blame(f"--model {spec}", ValueError, OSError):
             return from_keras(path)
-        except (ValueError, OSError) as err:
-            raise SpecError(f"--model {spec}: {err}") from err
     if path.suffix == ".pt2":
         if not path.is_file():
             raise SpecError(f"--model {spec}: no such file.")
-        import torch
-
-        from xai_core.adapters import from_torch
-
-        try:
-            program = torch.export.load(str(path))
-        except Exception as err:  # noqa: BLE001
-            raise SpecError(f"--model {spec}: torch.export.load failed ({type(err).__name__}: {err}).") from err
-        args, _ = program.example_inputs
-        # core ATen operations (every argument explicit), which torchax lowers
-        return from_torch(_Exported(program.run_decompositions().module()), *args)
+        return _from_exported(path, spec)
     if ":" in spec and not path.exists():
         model = _factory(spec, "model")
         if not all(hasattr(model, a) for a in ("logits", "score", "params")):
@@ -97,10 +87,40 @@ def load_model(spec: str) -> Any:
                     "'package.module:factory'.")
 
 
-def _Exported(module: Any) -> Any:  # noqa: N802 - a class made on demand (torch is imported lazily)
-    """An ``ExportedProgram``'s module in a plain ``nn.Module``: an exported program is already in
-    inference mode and refuses ``.eval()``, which ``from_torch`` calls."""
+def _from_exported(path: Path, spec: str) -> Any:
+    """The adapter model of a ``torch.export`` file, quietly: torch logs a failed read with its
+    traceback and warns of its own deprecations, neither the user's to act on."""
     import torch
+
+    from xai_core.adapters import from_torch
+
+    log, fix = logging.getLogger("torch.export"), "save it with torch.export.save(torch.export.export(model, args))"
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                program = torch.export.load(str(path))
+            except Exception as err:  # noqa: BLE001 - whatever stops the file from loading
+                raise SpecError(f"--model {spec}: torch.export.load failed ({type(err).__name__}: {err}); "
+                                f"{fix}.") from err
+            args, _ = program.example_inputs
+            # core ATen operations (every argument explicit), which torchax lowers
+            with blame(f"--model {spec}", ValueError, TypeError, NotImplementedError):
+                return from_torch(_Exported(program.run_decompositions().module()), *args)
+    finally:
+        log.setLevel(level)
+
+
+def _Exported(module: Any) -> Any:  # noqa: N802 - a class made on demand (torch is imported lazily)
+    """An ``ExportedProgram``'s module in a plain ``nn.Module``. An exported program runs with the
+    semantics it was exported with (its ``training`` flags change nothing) and refuses ``.eval()``,
+    which ``from_torch`` calls: the flags are cleared here, so ``from_torch`` has no mode to warn of."""
+    import torch
+
+    for sub in module.modules():
+        sub.training = False
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -137,8 +157,8 @@ class Source:
 def _image_reader(paths: Sequence[Path], shape: tuple[int, ...], mean: Any, std: Any) -> Any:
     from PIL import Image, UnidentifiedImageError
 
-    channels_first = shape[0] in (1, 3) and shape[-1] not in (1, 3)
-    c, h, w = shape if channels_first else (shape[2], shape[0], shape[1])
+    first = channels_first(shape)
+    c, h, w = shape if first else (shape[2], shape[0], shape[1])
 
     def read(i: int) -> np.ndarray:
         try:
@@ -148,24 +168,37 @@ def _image_reader(paths: Sequence[Path], shape: tuple[int, ...], mean: Any, std:
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ExampleError(f"cannot decode: {type(err).__name__}: {err}") from err
         x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1) if channels_first else x)
+        return np.ascontiguousarray(x.transpose(2, 0, 1) if first else x)
 
     return read
 
 
 def _labels_file(labels: str | None, n: int) -> np.ndarray | None:
-    if labels is None:
-        return None
-    values = np.loadtxt(labels, dtype=np.int64, ndmin=1) if labels.endswith((".txt", ".csv")) else np.load(labels)
-    if values.shape != (n,):
-        raise SpecError(f"--labels {labels}: {values.shape} labels for {n} examples; give one integer per example.")
-    return values.astype(np.int64)
+    return None if labels is None else class_indices("--labels", labels, n)
+
+
+def channels_first(shape: Sequence[Any]) -> bool:
+    """Whether an image's shape reads as ``(C, H, W)`` rather than ``(H, W, C)``."""
+    return len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3)
 
 
 def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str | None = None,
               mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> Source:
     """A :class:`Source` from a ``--data`` spec; ``example_shape`` is the model's input shape
     (images are resized to it and laid out as it is: ``(H, W, C)`` or ``(C, H, W)``)."""
+    source = _open(spec, example_shape, labels, mean, std)
+    shape = source.example_shape
+    if len(shape) == 3:
+        channels = shape[0] if channels_first(shape) else shape[-1]
+        for flag, values in (("--mean", mean), ("--std", std)):
+            if len(values) not in (1, channels):
+                raise SpecError(f"{flag} {','.join(map(str, values))}: {len(values)} values for images of "
+                                f"{channels} channel(s); give one value, or one per channel.")
+    return source
+
+
+def _open(spec: str, example_shape: tuple[int, ...] | None, labels: str | None, mean: Sequence[float],
+          std: Sequence[float]) -> Source:
     path = Path(spec)
     if path.is_dir() and path.suffix != ".zarr":
         paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -189,23 +222,29 @@ def load_data(spec: str, example_shape: tuple[int, ...] | None, *, labels: str |
         meta = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")
                       if p.is_file())
         digest = hashlib.sha256(json.dumps(meta).encode()).hexdigest()
-        reader = _ZarrRows(array)
+        reader = _ZarrRows(_batch(array, spec))
         return _array_source(reader, _labels_file(labels, len(reader)), digest, spec, example_shape)
     if path.suffix == ".npy":
         if not path.is_file():
             raise SpecError(f"--data {spec}: no such file.")
-        array = np.load(path, mmap_mode="r")
+        with blame(f"--data {spec}", hint="give a .npy array of examples (N, ...) saved by numpy.save"):
+            array = _batch(np.load(path, mmap_mode="r"), spec)
         stat = path.stat()
         digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{array.shape}".encode()).hexdigest()
         return _array_source(array, _labels_file(labels, len(array)), digest, spec, example_shape)
     if ":" in spec and not path.exists():
         made = _factory(spec, "data")
-        images, given = made if isinstance(made, tuple) else (made, None)
-        images = np.asarray(images)
+        with blame(f"--data {spec}", hint="the factory returns an array of examples or a pair (images, labels)"):
+            images, given = made if isinstance(made, tuple) else (made, None)
+            images = _batch(np.asarray(images), spec)
         digest = hashlib.sha256(images.tobytes()).hexdigest()
         label_array = _labels_file(labels, len(images)) if labels else (None if given is None else np.asarray(given))
+        if label_array is not None and label_array.shape != (len(images),):
+            raise SpecError(f"--data {spec}: the factory returned {len(images)} examples and labels of shape "
+                            f"{label_array.shape}; return one integer label per example.")
         return _array_source(images, label_array, digest, spec, example_shape)
-    raise SpecError(f"--data {spec!r}: expected a folder of images, a .npy file, a .zarr array, or "
+    what = "no such file or folder" if not path.exists() and ":" not in spec else "not a data spec"
+    raise SpecError(f"--data {spec!r}: {what}; expected a folder of images, a .npy file, a .zarr array, or "
                     "'package.module:factory'.")
 
 
@@ -222,12 +261,21 @@ class _ZarrRows:
         return np.asarray(self.array[i].read().result())
 
 
+def _batch(array: Any, spec: str) -> Any:
+    """``array`` if it is a batch of examples ``(N, ...)``, N >= 1."""
+    if len(array.shape) < 2 or not array.shape[0]:
+        raise SpecError(f"--data {spec}: an array of shape {tuple(array.shape)}; give a batch of examples "
+                        "(N, ...) with N >= 1.")
+    return array
+
+
 def _array_source(array: np.ndarray, labels: np.ndarray | None, digest: str, spec: str,
                   example_shape: tuple[int, ...] | None) -> Source:
     shape = tuple(array.shape[1:])
-    if example_shape is not None and len(example_shape) == len(shape) and any(
-            e is not None and e != s for e, s in zip(example_shape, shape)):
-        raise SpecError(f"--data {spec}: examples of shape {shape}, but the model takes {tuple(example_shape)}.")
+    if example_shape is not None and (len(example_shape) != len(shape) or any(
+            e is not None and e != s for e, s in zip(example_shape, shape))):
+        raise SpecError(f"--data {spec}: examples of shape {shape}, but the model takes {tuple(example_shape)} "
+                        "(its own input shape, or --input-shape); give examples of that shape.")
     return Source([f"{spec}[{i}]" for i in range(len(array))], shape, labels, digest,
                   lambda i: np.asarray(array[i], np.float32))
 

@@ -28,11 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from xai_core.batch.errors import SpecError
+
 FORMAT = "xai-core-batch/1"
 
 
-class OutputError(ValueError):
-    """The output folder holds something else (another job's results, or not ours)."""
+class OutputError(SpecError):
+    """The output folder (``--out``) holds something else (another job's results, or not ours);
+    the message starts with the flag and says what to do."""
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -77,14 +80,15 @@ class Store:
         manifest = root / "manifest.json"
         if create and root.exists() and any(root.iterdir()):
             if not manifest.is_file():
-                raise OutputError(f"{root} is not empty and holds no xai-core manifest.json: choose another --out.")
+                raise OutputError(f"--out {root}: not empty and holds no xai-core manifest.json; choose another "
+                                  "--out.")
             old = json.loads(manifest.read_text())["job"]
             changed = _differences(old, identity)
             if changed and not force:
-                raise OutputError(f"{root} holds another job's results ({'; '.join(changed)}). Use another --out, "
-                                  "or --force to delete them and start again.")
+                raise OutputError(f"--out {root}: holds another job's results ({'; '.join(changed)}); use another "
+                                  "--out, or --force to delete them and start again.")
             if not changed and not (resume or force):
-                raise OutputError(f"{root} already holds this job's results: pass --resume to finish it, or "
+                raise OutputError(f"--out {root}: already holds this job's results; pass --resume to finish it, or "
                                   "--force to redo it from scratch.")
             if force:
                 shutil.rmtree(root)
