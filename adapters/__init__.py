@@ -1,4 +1,5 @@
-"""Framework adapters: a model from PyTorch, Keras or Flax -> :class:`Model`.
+"""Framework adapters: a model from PyTorch, Keras or Flax -> :class:`Model`. They import the graph
+tools and the core (never a method); the metrics, the demo and the applications import them.
 
 Every adapter returns the same framework-free :class:`Model`: a pure JAX function of
 ONE example that returns logits (the model cut before its final softmax /

@@ -173,7 +173,7 @@ class Model:
 
     # --------------------------------------------------------------- tracing
     def jaxpr(self, x: Any) -> ClosedJaxpr:
-        """The cut program for inputs like ``x`` (arrays or ``jax.ShapeDtypeStruct``s, one
+        """The cut program for inputs like ``x`` (arrays or ``jax.ShapeDtypeStruct`` values, one
         or a pytree of them).
 
         Its inputs are ``jax.tree.leaves(model.params)`` followed by

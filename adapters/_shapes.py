@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core.inputs import Fixed
+from xai_core.core.inputs import Fixed
 
 
 def _spec(leaf: Any) -> jax.ShapeDtypeStruct:

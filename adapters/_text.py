@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core.inputs import Fixed, fixed
+from xai_core.core.inputs import Fixed, fixed
 
 from ._base import Model, register_model_pytree
 

@@ -11,7 +11,7 @@ Rows, each the median of ``--repeats`` calls after a warm-up:
 
 - ``xai-core defaults``: ``jax.jit(jax.vmap(lambda m, x, t: xc.attribute(m.score(t), x,
   method=...)))`` with no option, in a fresh process where nothing set ``XLA_FLAGS`` (so
-  ``import xai_core`` applies its CPU defaults: :mod:`xai_core._xla`, ``batch_size="auto"``);
+  ``import xai_core`` applies its CPU defaults: :mod:`xai_core.core.xla`, ``batch_size="auto"``);
 - ``xai-core before``: the same with the defaults of before, in another fresh process:
   ``XAI_CORE_XLA_DEFAULTS=0`` (no flag) and ``batch_size=32``;
 - ``captum default``: Captum with its own defaults (everything in one batch; occlusion one

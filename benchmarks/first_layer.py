@@ -29,8 +29,8 @@ def hoisted_ig(m: Any, steps: int, layer: str = "bn1") -> Any:
     import jax
     import jax.numpy as jnp
 
-    from xai_core._chunking import chunked_sum, resolve_batch_size
-    from xai_core.gradients import path_rule
+    from xai_core.core.chunking import chunked_sum, resolve_batch_size
+    from xai_core.attribution.gradients import path_rule
 
     alphas, weights = path_rule("gauss_legendre", steps)
 

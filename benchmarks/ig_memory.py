@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import xai_core as xc
+from xai_core.core import chunking
 from benchmarks.flax_resnet import init_resnet18
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     gap = float(xc.completeness_gap(score, x, a)) / float(score(x) - score(jnp.zeros_like(x)))
     print(f"device: {jax.devices()[0].device_kind}, IG steps={args.steps}, input {args.size}x{args.size}x3, ResNet-18")
     print(f"unchunked (batch_size=None): XLA temp buffers {unchunked.temp_size_in_bytes / gib:.2f} GiB (compiled, not run)")
-    resolved = xc._chunking.resolve_batch_size(args.batch_size, [x])
+    resolved = chunking.resolve_batch_size(args.batch_size, [x])
     print(f"chunked (batch_size={args.batch_size}: {resolved}): XLA temp buffers {chunked_estimate.temp_size_in_bytes / gib:.2f} GiB")
     print(f"chunked run: {seconds:.1f} s (incl. compile), process peak RSS {peak:.2f} GiB, relative completeness gap {gap:.2e}")
 

@@ -46,8 +46,8 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
     import xai_core as xc
-    import xai_core._chunking as chunking
-    import xai_core.gradients as gradients
+    import xai_core.core.chunking as chunking
+    import xai_core.attribution.gradients as gradients
     from benchmarks.models import torch_resnet18, torch_small_resnet
     from xai_core.adapters import from_torch
     from xai_core.graph import rewrites

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import xai_core as xc
+from xai_core.core import chunking, xla
 from xai_core.graph import fast_kernels
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,7 +80,7 @@ class Suite:
     accuracy_steps: tuple[int, ...] = (8, 16, 32, 64, 128)
     memory_steps: int = 512
     repeats: int = 3
-    batch_size: int = xc._chunking.ACCELERATOR_BATCH_SIZE  # explicit: Captum is tuned around it
+    batch_size: int = chunking.ACCELERATOR_BATCH_SIZE  # explicit: Captum is tuned around it
     occlusion_batch_size: int | None = None  # forwards only keep no activations: None = batch_size
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     xla_flags: str = ""          # added to XLA_FLAGS by main(), before JAX starts
@@ -455,7 +456,7 @@ def memory(setup: Setup) -> dict[str, Any]:
     s = setup.suite
     _, xs, ts, _ = setup.inputs(s.size, 1)
     x, score = xs[0], setup.model(s.size).score(int(ts[0]))
-    default = xc._chunking.resolve_batch_size(xc.DEFAULT_BATCH_SIZE, [x])  # what "auto" picks here
+    default = chunking.resolve_batch_size(xc.DEFAULT_BATCH_SIZE, [x])  # what "auto" picks here
 
     def ig(steps: int, batch_size: int | None) -> Any:
         return jax.jit(xc.integrated_gradients(score, steps=steps, batch_size=batch_size)).lower(x).compile()
@@ -669,8 +670,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.xla_flags is not None:
         suite = replace(suite, xla_flags=args.xla_flags)
     # Read when JAX starts its backend, which nothing has done yet: the suite's flags replace
-    # the default `import xai_core` added (xai_core._xla), so --xla-flags '' runs XLA's own.
-    inherited = os.environ.get("XLA_FLAGS", "").replace(xc._xla.FLAG, "").strip()
+    # the default `import xai_core` added (xai_core.core.xla), so --xla-flags '' runs XLA's own.
+    inherited = os.environ.get("XLA_FLAGS", "").replace(xla.FLAG, "").strip()
     os.environ["XLA_FLAGS"] = f"{inherited} {suite.xla_flags}".strip()
     result = run(suite, args.out)
     print(markdown(result))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xai_core._chunking import chunked_sum
+from xai_core.core.chunking import chunked_sum
 
 
 @pytest.mark.parametrize("n, batch_size", [(10, None), (10, 1), (10, 3), (10, 4), (10, 10), (10, 64), (7, 2)])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from xai_core.data import CLASSES
-from xai_core.demo import ShapesCNN, TrainedModel, _ProgressBar, max_pool_2x2, train_shapes_model
+from xai_core.demo import ShapesCNN, TrainedModel, max_pool_2x2, train_shapes_model
+from xai_core.demo.model import _ProgressBar
 
 TINY = dict(n_train=32, epochs=2, n_test=8, size=16, batch_size=16, progress=False)
 

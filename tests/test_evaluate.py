@@ -1,4 +1,4 @@
-"""xai_core.evaluation (xc.evaluate): methods x metrics on a model, the report's formats, and ``xai-core evaluate``."""
+"""xai_core.metrics.evaluation (xc.evaluate): methods x metrics on a model, the report's formats, and ``xai-core evaluate``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import xai_core as xc
 from xai_core import metrics as xm
 from xai_core.adapters import from_flax
-from xai_core.evaluation import METRICS, evaluate
-from xai_core.report import Report
+from xai_core.metrics.evaluation import METRICS, evaluate
+from xai_core.metrics.report import Report
 
 
 class _Net(nn.Module):

@@ -7,6 +7,13 @@
 
 Importing this package loads only jax, numpy and pillow; framework adapters live in
 ``xai_core.adapters`` and import their framework lazily.
+
+This module is the public face; the house behind it, by purpose (each part imports only the
+parts below it, ``tests/test_house.py``): ``graph`` and ``viz`` (jaxpr tools, pictures) under
+``core`` (inputs, checks, chunking, XLA defaults) under ``rules`` and ``adapters`` under
+``attribution`` (gradients and paths, smoothing, occlusion, expectations) under ``inside`` (CAMs,
+layer methods, feature visualization) under ``registry`` under ``metrics`` (and evaluate) under this
+face; the applications ``demo``, ``callbacks``, ``batch`` and ``cli`` sit on top of it.
 """
 
 from pathlib import Path as _Path
@@ -19,14 +26,16 @@ if not (_Path(__file__).parent / "adapters").is_dir() and (_checkout / "adapters
     __path__.append(str(_checkout))  # noqa: F821 - every package has __path__
 del _Path, _checkout
 
-from xai_core._xla import apply_cpu_defaults  # noqa: E402
+from xai_core.core.xla import apply_cpu_defaults  # noqa: E402
 
 XLA_DEFAULTS = apply_cpu_defaults()
-"""What ``import xai_core`` did to ``XLA_FLAGS`` (see :mod:`xai_core._xla`): ``"set"``,
+"""What ``import xai_core`` did to ``XLA_FLAGS`` (see :mod:`xai_core.core.xla`): ``"set"``,
 ``"user"``, ``"opted out"``, ``"unknown jaxlib"`` or ``"too late"``."""
 
-from xai_core._chunking import DEFAULT_BATCH_SIZE  # noqa: E402
-from xai_core.gradients import (
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE  # noqa: E402
+from xai_core.core.inputs import fixed  # noqa: E402
+from xai_core.attribution.expectations import deeplift_shap, gradient_shap  # noqa: E402
+from xai_core.attribution.gradients import (  # noqa: E402
     RULES,
     completeness_gap,
     gradient,
@@ -34,15 +43,14 @@ from xai_core.gradients import (
     integrated_gradients,
     path_rule,
 )
-from xai_core import cam, featureviz, layer, metrics
-from xai_core.evaluation import evaluate
-from xai_core.inputs import fixed
-from xai_core.perturbation import occlusion
-from xai_core.registry import attribute, methods, register
-from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp
-from xai_core.shap import deeplift_shap, gradient_shap
-from xai_core.smoothing import smoothgrad
-from xai_core.tokens import token_scores
+from xai_core.attribution.occlusion import occlusion  # noqa: E402
+from xai_core.attribution.smoothing import smoothgrad  # noqa: E402
+from xai_core.attribution.tokens import token_scores  # noqa: E402
+from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp  # noqa: E402
+from xai_core.inside import cam, featureviz, layer  # noqa: E402
+from xai_core.registry import attribute, methods, register  # noqa: E402
+from xai_core import metrics, viz  # noqa: E402
+from xai_core.metrics.evaluation import evaluate  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -72,4 +80,5 @@ __all__ = [
     "register",
     "smoothgrad",
     "token_scores",
+    "viz",
 ]

@@ -2,7 +2,7 @@
 
 Every user error ends as one line on stderr, ``xai-core COMMAND: --flag VALUE: what is wrong;
 what to do``, with exit status 2 (argparse's own errors too): a command raises
-:class:`~xai_core._checks.UsageError`, :func:`main` prints it.
+:class:`~xai_core.core.checks.UsageError`, :func:`main` prints it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from xai_core._checks import UsageError
+from xai_core.core.checks import UsageError
 
 
 def one_line(text: object) -> str:
@@ -36,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(demo)
     evaluate = commands.add_parser("evaluate", help="rank the demo's methods by every metric on the shapes model")
-    from xai_core import evaluation
+    from xai_core.demo import evaluate as evaluate_cli
 
-    evaluation.add_arguments(evaluate)
+    evaluate_cli.add_arguments(evaluate)
     attribute = commands.add_parser("attribute", help="a batch job: explain a data set, sharded over every device, "
                                                       "resumable, with a report")
     from xai_core.batch import cli as batch_cli
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "attribute":
             return batch_cli.run(args)
         if args.command == "evaluate":
-            return evaluation.run(args)
+            return evaluate_cli.run(args)
     except UsageError as err:
         parser.exit(2, f"xai-core {args.command}: {one_line(err)}\n")
     if args.command == "methods":

@@ -13,9 +13,10 @@ from typing import Any
 
 import jax
 
-from xai_core import gradients, perturbation, rules, shap, smoothing
-from xai_core._checks import ScoreFn
-from xai_core._chunking import DEFAULT_BATCH_SIZE
+from xai_core import rules
+from xai_core.attribution import expectations, gradients, occlusion, smoothing
+from xai_core.core.checks import ScoreFn
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,14 @@ def _noise_method(kind: str) -> Callable[..., Callable[..., jax.Array]]:
 register("gradient", gradients.gradient, summary="vanilla gradient (saliency)", aliases=("saliency",))
 register("gradient_x_input", gradients.gradient_x_input, summary="gradient times input", aliases=("input_x_gradient",))
 register("integrated_gradients", gradients.integrated_gradients, summary="integrated gradients", aliases=("ig",))
-register("occlusion", perturbation.occlusion, summary="score drop per occluded window")
+register("occlusion", occlusion.occlusion, summary="score drop per occluded window")
 register("smoothgrad", _noise_method("mean"), summary="mean over noisy inputs", needs_key=True)
 register("squaregrad", _noise_method("square"), summary="mean square over noisy inputs", needs_key=True)
 register("vargrad", _noise_method("var"), summary="variance over noisy inputs", needs_key=True)
 register("guided_backprop", rules.guided_backprop, summary="gradient with guided ReLUs (x > 0 and g > 0)")
 register("deconvnet", rules.deconvnet, summary="gradient with deconvnet ReLUs (g > 0)", aliases=("deconvolution",))
 register("deeplift", rules.deeplift, summary="DeepLift, rescale rule (sums to f(x) - f(x0))")
-register("deeplift_shap", shap.deeplift_shap, summary="DeepLift averaged over a baseline set")
-register("gradient_shap", shap.gradient_shap, summary="expected gradients over a baseline set", needs_key=True,
+register("deeplift_shap", expectations.deeplift_shap, summary="DeepLift averaged over a baseline set")
+register("gradient_shap", expectations.gradient_shap, summary="expected gradients over a baseline set", needs_key=True,
          aliases=("expected_gradients",))
 register("lrp", rules.lrp, summary="layer-wise relevance propagation with a composite of rules")

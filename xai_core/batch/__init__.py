@@ -1,4 +1,5 @@
-"""Attribution at scale: ``xai-core attribute`` and :func:`run`.
+"""Attribution at scale: ``xai-core attribute`` and :func:`run`. An application: it imports the
+public face, the registry, the demo's model and the adapters; only the command line imports it.
 
 The job loads a model (:func:`~xai_core.batch.sources.load_model`) and data
 (:func:`~xai_core.batch.sources.load_data`), explains every example with one jitted program

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from xai_core._checks import UsageError, int_at_least
+from xai_core.core.checks import UsageError, int_at_least
 
 EPILOG = """examples:
   xai-core attribute --model model.keras --data images/ --method ig --out runs/ig -o steps=32
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; a flag's bad value is a :class:`~xai_core._checks.UsageError` naming the flag."""
+    """Run the job; a flag's bad value is a :class:`~xai_core.core.checks.UsageError` naming the flag."""
     from xai_core.batch.job import Job, run as run_job
     from xai_core.batch.errors import MissingExtra
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xai_core._checks import UsageError
+from xai_core.core.checks import UsageError
 
 
 class SpecError(UsageError):

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from xai_core.batch.errors import SpecError, blame, class_indices
 from xai_core.batch.sources import ExampleError, Source, load_data, load_model, model_fingerprint, need
 from xai_core.batch.store import Store
-from xai_core.gradients import completeness_gap
+from xai_core.attribution.gradients import completeness_gap
 from xai_core.registry import attribute, get_method
 
 COMPLETE = ("integrated_gradients", "deeplift", "deeplift_shap")

@@ -1,4 +1,5 @@
-"""Graph tools on jaxprs: one set, shared by every framework adapter.
+"""Graph tools on jaxprs: one set, shared by every framework adapter. The ground floor: it imports no
+other part of xai_core, and every part may import it.
 
 An adapter turns a model into a JAX function; these tools work on the traced
 program (the jaxpr), where every op is visible however it was written (as a layer,
@@ -36,7 +37,8 @@ The package, by responsibility: :mod:`~xai_core.graph.interpreter` (the interpre
 every rewrite shares, and :func:`trace`), :mod:`~xai_core.graph.patterns` and
 :mod:`~xai_core.graph.cut` (the final-activation cut), :mod:`~xai_core.graph.marks`
 (layers and :func:`split`), :mod:`~xai_core.graph.rewrites` (:func:`channels_last`,
-:func:`fast_kernels`; the whole-program layout pass in :mod:`~xai_core.graph.layout`),
+:func:`fast_kernels`; the whole-program layout pass in :mod:`~xai_core.graph.layout`; pooling
+gradients and box sums as elementwise work in :mod:`~xai_core.graph.windows`),
 :mod:`~xai_core.graph.incremental` (:func:`incremental`: a function re-evaluated with one box
 of its input changed, recomputing only what the change reaches; boxes in
 :mod:`~xai_core.graph.boxes`).

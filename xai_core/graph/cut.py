@@ -10,7 +10,6 @@ with the activation replaced by its input. The matching helpers are in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ from xai_core.graph.interpreter import (
     _specs,
 )
 from xai_core.graph.patterns import (
+    _Found,
     _Graph,
     _Match,
     _match_log_softmax,
@@ -90,12 +90,6 @@ def _match_activation(g: _Graph, v: Any, depth: int = 4) -> _Match | None:
             if len(cands) == 1:
                 return _Match(kind, cands[0], None)
     return None
-
-
-@dataclass(frozen=True)
-class _Found:
-    match: _Match
-    chain: tuple[tuple[JaxprEqn, int, int], ...]  # (eqn, operand, output), activation -> out
 
 
 def _find(g: _Graph, out: Any, depth: int = 4) -> _Found | None:

@@ -21,6 +21,7 @@ import numpy as np
 from jax.extend.core import DropVar, Literal
 
 from xai_core.graph.interpreter import _bind, _inner
+from xai_core.graph.windows import box_sums, dense_pool_gradient
 
 Perm = tuple[int, ...] | None
 
@@ -121,12 +122,8 @@ def _eqn(eqn: Any, ins: list[tuple[Any, Perm]], rules: dict[str, Callable[..., A
             params[key] = tuple(params[key][a] for a in perm)
         stored = [v for v, _ in ins]
         if name == "reduce_window_sum":
-            from xai_core.graph.rewrites import _box_sums
-
-            return [(_box_sums(stored[0], params), perm)]
+            return [(box_sums(stored[0], params), perm)]
         if name == "select_and_scatter_add":
-            from xai_core.graph.rewrites import dense_pool_gradient
-
             out = dense_pool_gradient(params, *stored)
             if out is not None:
                 return [(out, perm)]

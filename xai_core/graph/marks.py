@@ -3,6 +3,7 @@ program there into a head and a tail (:func:`split`)."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,6 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, JaxprEqn, Literal, Var
 
-from xai_core._checks import check_choice
 from xai_core.graph.interpreter import _read, _run
 
 
@@ -161,7 +161,11 @@ def split(closed_jaxpr: ClosedJaxpr, name: str) -> Split:
     if not marks:
         raise ValueError(f"split: no layer named {name!r}: the program has no layer marks "
                          "(build the model with an adapter that marks layers, or call graph.mark).")
-    check_choice(name, [n for n, _ in marks], "layer", "split")
+    names = [n for n, _ in marks]
+    if name not in names:
+        close = difflib.get_close_matches(str(name), names, n=1)
+        raise ValueError(f"split: unknown layer {name!r}; choose one of {', '.join(map(repr, names))}."
+                         + (f" Did you mean {close[0]!r}?" if close else ""))
     var = next(v for n, v in marks if n == name)
     head_eqns, _ = _live(jaxpr, [var], ())
     tail_eqns, needed = _live(jaxpr, jaxpr.outvars, {var})

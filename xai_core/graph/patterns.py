@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
 from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, JaxprEqn, Literal, Var
-
-if TYPE_CHECKING:
-    from xai_core.graph.cut import _Found
 
 
 # Ops that move, pick or re-type values without changing what they mean (a
@@ -228,6 +225,14 @@ class _Match:
     # Activation inside the body of a call (e.g. a remat'ed model) whose input is
     # computed in there too: (eqn, output index, body, {output index: _Found in body}).
     nested: tuple[JaxprEqn, int, ClosedJaxpr, dict[int, _Found]] | None = None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A final activation found behind an output, and the structural ops between them."""
+
+    match: _Match
+    chain: tuple[tuple[JaxprEqn, int, int], ...]  # (eqn, operand, output), activation -> out
 
 
 def _match_softmax(g: _Graph, num: Any, den: Any) -> _Match | None:

@@ -6,17 +6,15 @@ elementwise work and box sums (average pooling and its gradient) one axis at a t
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax.extend.core import JaxprEqn
 
 from xai_core.graph.interpreter import Rule, _bind, _interpret
 from xai_core.graph.layout import _conv, _original, whole_program
+from xai_core.graph.windows import box_sums, dense_pool_gradient
 
 
 # --------------------------------------------------------------------------- #
@@ -37,43 +35,6 @@ def _select_and_scatter_add_dense(eqn: JaxprEqn, source: Any, operand: Any) -> A
     return _bind(eqn, [source, operand])[0] if out is None else out
 
 
-def dense_pool_gradient(p: Mapping[str, Any], source: Any, operand: Any) -> Any:
-    """The gradient of max (min) pooling, ``select_and_scatter_add``, as dense elementwise work.
-
-    Each output cell's window is read as ``k`` strided slices of the padded operand (one per
-    window offset, row-major); a running comparison keeps the first maximum's offset, as
-    XLA's ``ge`` select does (and torch's max pooling); each offset's share of ``source``
-    is then placed back with an interior-padded ``lax.pad``, and the ``k`` shares summed.
-    Equal to the primitive up to the order of additions where windows overlap. XLA:CPU ran
-    the primitive 4.5x slower than this (ResNet-18's 3x3/2 pool on 8x112x112x64: 103 ms
-    against 23 ms; torch's forward and backward take 24 ms). ``p`` holds the primitive's
-    parameters; ``None`` where they are not a max / min select with non-negative padding.
-    """
-    first = {"ge": lambda v, best: v > best, "le": lambda v, best: v < best}.get(p["select_prim"].name)
-    if first is None or any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
-        return None
-    fill = -jnp.inf if p["select_prim"].name == "ge" else jnp.inf
-    padded = jax.lax.pad(operand, jnp.asarray(fill, operand.dtype), [(lo, hi, 0) for lo, hi in p["padding"]])
-    strides = p["window_strides"]
-    offsets = list(itertools.product(*(range(w) for w in p["window_dimensions"])))
-    reach = [(n - 1) * s + 1 for n, s in zip(source.shape, strides)]  # extent one offset covers
-
-    def view(offset: tuple[int, ...]) -> Any:
-        return jax.lax.slice(padded, offset, [o + r for o, r in zip(offset, reach)], strides)
-
-    best, pick = view(offsets[0]), jnp.zeros(source.shape, jnp.int32)
-    for k, offset in enumerate(offsets[1:], 1):
-        v = view(offset)
-        take = first(v, best)
-        best, pick = jnp.where(take, v, best), jnp.where(take, k, pick)
-    zero = jnp.zeros((), source.dtype)
-    total = sum(jax.lax.pad(jnp.where(pick == k, source, zero), zero,
-                            [(o, size - o - r, s - 1) for o, r, s, size in zip(offset, reach, strides, padded.shape)])
-                for k, offset in enumerate(offsets))
-    return jax.lax.slice(total, [lo for lo, _ in p["padding"]],
-                         [lo + n for (lo, _), n in zip(p["padding"], operand.shape)])
-
-
 def _reduce_window_sum_separable(eqn: JaxprEqn, operand: Any) -> Any:
     """A box sum (``reduce_window_sum``: average pooling, and its transpose) one axis at a time.
 
@@ -87,22 +48,7 @@ def _reduce_window_sum_separable(eqn: JaxprEqn, operand: Any) -> Any:
     p = eqn.params
     if sum(w > 1 for w in p["window_dimensions"]) < 2:
         return _bind(eqn, [operand])[0]
-    return _box_sums(operand, p)
-
-
-def _box_sums(operand: Any, p: Mapping[str, Any]) -> Any:
-    """``reduce_window_sum`` with parameters ``p``, one axis at a time (also used by the layout
-    pass, with the parameters permuted to the stored order)."""
-    out = operand
-    for k in range(len(p["window_dimensions"])):  # every axis once: its stride, padding and dilation apply
-        if (p["window_dimensions"][k], p["window_strides"][k], tuple(p["padding"][k]), p["base_dilation"][k],
-                p["window_dilation"][k]) == (1, 1, (0, 0), 1, 1):
-            continue
-        one = lambda values, default: tuple(v if i == k else default for i, v in enumerate(values))  # noqa: E731
-        out = jax.lax.reduce_window(
-            out, np.zeros((), out.dtype), jax.lax.add, one(p["window_dimensions"], 1), one(p["window_strides"], 1),
-            one(p["padding"], (0, 0)), one(p["base_dilation"], 1), one(p["window_dilation"], 1))
-    return out
+    return box_sums(operand, p)
 
 
 def _rewritten(fn: Callable[..., Any], rules: Mapping[str, Rule]) -> Callable[..., Any]:
@@ -145,7 +91,7 @@ def fast_kernels(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Same values and gradients (pooling gradients up to the order of additions where windows
     overlap). Chunked methods, the gradients and the rule methods run their differentiated
-    program through it (``xai_core/_chunking.py``); calls inside it are inlined, custom JVP
+    program through it (``xai_core/core/chunking.py``); calls inside it are inlined, custom JVP
     rules included (their primal bodies), so apply it to a program that is already
     differentiated. The pooling gradient was XLA:CPU's slowest kernel in a ResNet-18 backward
     pass: 4.5x slower than the dense form, 4.8x slower than torch's; carrying the layout

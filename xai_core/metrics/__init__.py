@@ -1,4 +1,6 @@
-"""Numbers that judge attribution maps (DESIGN lesson 4: pictures persuade, numbers decide).
+"""Numbers that judge attribution maps (DESIGN lesson 4: pictures persuade, numbers decide), and
+:func:`~xai_core.metrics.evaluation.evaluate` with its report. The metrics import the core and the
+graph tools (evaluate also the registry and the methods); the public face and applications import them.
 
 Every metric is a pure JAX function of ONE example, so it runs under ``jax.jit`` and batches
 with ``jax.vmap`` (a traced target goes in the score function: ``m.score(t)``); the ones that

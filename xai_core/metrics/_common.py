@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
-from xai_core._checks import check_batch_size, check_positive_int
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
+from xai_core.core.checks import check_batch_size, check_positive_int
 
 __all__ = ["DEFAULT_BATCH_SIZE", "auc", "pearson", "rankdata", "spearman"]
 

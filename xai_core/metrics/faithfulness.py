@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import ScoreFn, check_baseline, check_choice, check_input, check_positive_int, checked_score
+from xai_core.core.checks import ScoreFn, check_baseline, check_choice, check_input, check_positive_int, checked_score
 from xai_core.metrics._common import DEFAULT_BATCH_SIZE, auc, expand, feature_map, features, grid_segments, mapped
 
 ORDERS = ("most_relevant_first", "least_relevant_first")

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import ScoreFn, check_baseline, check_choice, check_input, check_positive_int, checked_score
+from xai_core.core.checks import ScoreFn, check_baseline, check_choice, check_input, check_positive_int, checked_score
 from xai_core.metrics._common import (
     DEFAULT_BATCH_SIZE, as_float, expand, feature_map, features, grid_segments, mapped, pearson, spearman,
 )
@@ -66,7 +66,8 @@ def faithfulness_correlation(score_fn: ScoreFn, x: jax.Array, attribution: jax.A
     Args:
       key: draws the subsets (uniform, without replacement), unless ``subsets`` gives them as
         ``(runs, subset_size)`` feature indices (into the flattened map, or segment labels).
-      Others as in :func:`xai_core.metrics.deletion_curve`.
+
+    The other arguments are as in :func:`xai_core.metrics.deletion_curve`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -126,7 +127,7 @@ def infidelity(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, *, key: 
                samples: int = 10, sigma: float = 0.1, noise: jax.Array | None = None, normalize: bool = False,
                batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> jax.Array:
     """Infidelity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS
-    2019; Captum's ``infidelity``): ``mean_j (I_j . a - (f(x) - f(x - I_j)))^2`` over
+    2019; Captum's ``infidelity``): ``mean_j (sum(I_j * a) - (f(x) - f(x - I_j)))^2`` over
     perturbations ``I_j ~ N(0, sigma^2)``. **Lower is better.** ``normalize=True`` first scales
     the attribution by the least-squares ``beta = E[(I.a) df] / E[(I.a)^2]`` (Captum's option),
     so only its direction counts.

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
-from xai_core._checks import check_choice, check_positive_int
+from xai_core.core.checks import check_choice, check_positive_int
 from xai_core.graph.interpreter import _CALL_LIKE, _inner
 from xai_core.metrics._common import as_float, mapped
 from xai_core.metrics.similarity import SIMILARITIES

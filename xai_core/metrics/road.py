@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import ScoreFn, check_choice, check_input, checked_score
+from xai_core.core.checks import ScoreFn, check_choice, check_input, checked_score
 from xai_core.metrics._common import DEFAULT_BATCH_SIZE, feature_map, mapped
 from xai_core.metrics.faithfulness import ORDERS
 

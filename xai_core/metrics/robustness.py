@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_choice, check_input, check_positive_int
+from xai_core.core.checks import check_choice, check_input, check_positive_int
 from xai_core.metrics._common import DEFAULT_BATCH_SIZE, as_float, mapped
 
 Explain = Callable[[jax.Array], Any]

@@ -1,4 +1,5 @@
 """Rule-based attribution: the score function's program re-run with per-primitive backward rules.
+It imports the core and the graph tools; the attribution methods and everything above import it.
 
 Every peer implements these methods by hooking framework modules, so an ``F.relu`` or an
 inline op escapes the rule (DESIGN lesson 2). Here the rules attach to operations of the

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xai_core._checks import check_choice
+from xai_core.core.checks import check_choice
 from xai_core.rules.lrp_rules import RULES, Rule, alpha_beta, epsilon, flat, gamma, zbox, zplus
 
 

@@ -41,11 +41,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import JaxprEqn, Literal, Var
 
-from xai_core._checks import ScoreFn, checked_score
+from xai_core.core.checks import ScoreFn, checked_score
 from xai_core.graph import fast_kernels, trace
-from xai_core.gradients import baselines
 from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
-from xai_core.inputs import Inputs, split_inputs
+from xai_core.core.inputs import Inputs, baselines, split_inputs
 from xai_core.rules.analysis import (
     BILINEAR, MAXIMA, STRUCTURAL, SUMS, Program, analyse, describe, elementwise, is_float, no_rule, operands,
 )

@@ -24,10 +24,10 @@ from typing import Any
 import jax
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn
 
-from xai_core._checks import ScoreFn, checked_score
+from xai_core.core.checks import ScoreFn, checked_score
 from xai_core.graph import trace
 from xai_core.graph.interpreter import _interpret
-from xai_core.inputs import split_inputs
+from xai_core.core.inputs import split_inputs
 
 #: ``rule(eqn, *invals) -> output value``, or ``None`` for "not mine: bind as usual".
 BackwardRule = Callable[..., Any]

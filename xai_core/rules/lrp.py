@@ -26,10 +26,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import JaxprEqn
 
-from xai_core._checks import ScoreFn, checked_score
+from xai_core.core.checks import ScoreFn, checked_score
 from xai_core.graph import fast_kernels, trace
 from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
-from xai_core.inputs import split_inputs
+from xai_core.core.inputs import split_inputs
 from xai_core.rules.composites import Composite, resolve
 from xai_core.rules.analysis import operands
 from xai_core.rules.lrp_plan import BIJECTIONS, Chain, Plan, plan

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import JaxprEqn, Literal
 
-from xai_core._checks import ScoreFn
+from xai_core.core.checks import ScoreFn
 from xai_core.graph.interpreter import _call_name
 from xai_core.rules.engine import BackwardRule, modified_gradient
 

@@ -1,4 +1,5 @@
-"""Pictures of attributions, with pillow and numpy only.
+"""Pictures of attributions, with pillow and numpy only. On the ground floor: it imports no other
+part of xai_core, and every part may import it.
 
 Signed evidence keeps its sign (DESIGN lesson 5): one diverging colour map, blue for
 negative, white at zero, red for positive; ``mode="abs"`` shows ``|a|`` on a sequential

@@ -51,7 +51,7 @@ def save_activations(activations: np.ndarray, path: str | pathlib.Path, *, chann
 def save_features(images: Sequence[np.ndarray] | np.ndarray, path: str | pathlib.Path, *,
                   titles: Sequence[str] | None = None, columns: int = 8, scale: int = 2) -> pathlib.Path:
     """Write feature visualizations (``(n, H, W, 3)`` in [0, 1], e.g. from
-    :func:`xai_core.featureviz.channels`) as a PNG grid, ``columns`` per row; returns the path."""
+    :func:`xai_core.inside.featureviz.channels`) as a PNG grid, ``columns`` per row; returns the path."""
     from xai_core.viz.images import save_grid
 
     images = list(np.asarray(images))

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_input
+from xai_core.core.checks import check_baseline, check_input
 
 __all__ = ["Fixed", "fixed"]
 
@@ -121,3 +121,10 @@ def split_inputs(x: Any, method: str) -> Inputs:
 def tree_sum(leaves: Sequence[jax.Array], dtype: Any) -> jax.Array:
     """Sum of every element of every leaf, in ``dtype``."""
     return sum((jnp.sum(a.astype(dtype)) for a in leaves), jnp.zeros((), dtype))
+
+
+def baselines(inputs: Inputs, baseline: Any, method: str) -> list[jax.Array]:
+    """One baseline per attributed leaf: ``None`` (zeros), one value for every input, or a
+    pytree of ``x``'s structure (entries at fixed inputs ignored)."""
+    values = inputs.per_leaf(baseline, "baseline", method)
+    return [check_baseline(b, a, method) for b, a in zip(values, inputs.leaves)]

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_choice
+from xai_core.core.checks import check_choice
 
 HOW = ("sum", "l2")
 

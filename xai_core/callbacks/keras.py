@@ -7,17 +7,19 @@ import pathlib
 from typing import Any
 
 import jax
-import keras
 import numpy as np
 
-from xai_core import layer as layer_methods
-from xai_core.callbacks import Explainer, PNGWriter, TensorBoardWriter, check_targets, log_attributions
+from xai_core.adapters._keras_load import _import_keras
+from xai_core.inside import layer as layer_methods
+from xai_core.callbacks.explain import Explainer, PNGWriter, TensorBoardWriter, check_targets, log_attributions
 
 __all__ = ["AttributionCallback", "GradientsInputsCallback", "IntegratedGradientsCallback",
            "OcclusionSensitivityCallback", "SmoothGradCallback", "VanillaGradientsCallback", "GradCAMCallback",
            "ActivationsVisualizationCallback"]
 
 TARGETS = ("label", "predicted")
+
+keras = _import_keras()  # with the JAX backend (set here if Keras is not imported yet), or a clear error
 
 
 class AttributionCallback(keras.callbacks.Callback):

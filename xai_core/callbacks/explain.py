@@ -1,21 +1,5 @@
-"""Explain while training: attribution maps logged to TensorBoard (or PNG folders) every epoch.
-
-- :func:`log_attributions` for a hand-written loop: give the model (an adapter's
-  :class:`~xai_core.adapters.Model`) and the step's weights (``params=``: a pytree for a
-  Flax / optax loop, or the ``torch.nn.Module`` itself, whose ``state_dict()`` becomes the
-  params without converting the model again); it writes one picture per example (the input
-  beside its signed overlay) and the scalars that matter.
-- :class:`AttributionCallback` (a ``keras.callbacks.Callback``) does it at the end of every
-  ``every_n_epochs`` epoch of ``model.fit``, with tf-explain's aliases
-  (:class:`VanillaGradientsCallback`, ...), so a tf-explain user changes one import. It
-  explains the logit (the softmax is cut), not the probability (tf-explain's #159).
-
-The model is converted once and the explanation compiled once: every later call passes new
-weights to the same program (weights are arguments, DESIGN lesson 7). Writers:
-:class:`TensorBoardWriter` (tensorboardX: TensorBoard's event format with no TensorFlow, a
-small pure-Python package) and :class:`PNGWriter`; both write on a background thread, off
-the training step's path.
-"""
+"""The framework-neutral half of :mod:`xai_core.callbacks`: the compiled :class:`Explainer`, the
+writers and :func:`log_attributions` for a hand-written loop."""
 
 from __future__ import annotations
 
@@ -29,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core import cam, metrics
+from xai_core import metrics
+from xai_core.inside import cam
 from xai_core.registry import attribute, get_method
 
 #: Methods whose maps should sum to ``f(x) - f(x0)``: their gap is logged as a scalar.
@@ -120,7 +105,7 @@ class PNGWriter:
         self.flush()
 
 
-#: The CAMs of :mod:`xai_core.cam` a callback can log (``layer=`` names the layer).
+#: The CAMs of :mod:`xai_core.inside.cam` a callback can log (``layer=`` names the layer).
 CAMS = ("grad_cam", "hires_cam", "grad_cam_plus_plus", "xgrad_cam", "layer_cam", "eigen_cam", "score_cam",
         "ablation_cam")
 
@@ -228,7 +213,7 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
     for i in range(len(host_x)):
         writer.image(f"{tag}/{name}/{i}", step, picture(host_x[i], maps[i], first))
     if name in _COMPLETE:
-        from xai_core.gradients import completeness_gap
+        from xai_core.attribution.gradients import completeness_gap
 
         base = explainer.options.get("baseline")
         gaps = [completeness_gap(m.score(int(t)), x, a, base) for x, t, a in zip(xs, ts, maps)]
@@ -238,19 +223,3 @@ def log_attributions(writer: Any, step: int, m: Any, xs: Any, targets: Any, meth
         share = [metrics.localization(a, k, channel_axis=axis) for a, k in zip(maps, np.asarray(masks)[:len(maps)])]
         writer.scalar(f"{tag}/{name}/localization", step, float(np.mean(share)))
     return maps
-
-
-KERAS_CALLBACKS = ("AttributionCallback", "VanillaGradientsCallback", "GradientsInputsCallback",
-                   "IntegratedGradientsCallback", "SmoothGradCallback", "OcclusionSensitivityCallback",
-                   "GradCAMCallback", "ActivationsVisualizationCallback")
-"""The Keras callbacks (:mod:`xai_core._keras_callbacks`), built on first use: keras is imported
-only when one of these names is looked up (any other name, e.g. a tool probing ``__wrapped__``,
-is an AttributeError without importing keras)."""
-
-
-def __getattr__(name: str) -> Any:
-    if name in KERAS_CALLBACKS:
-        from xai_core import _keras_callbacks
-
-        return getattr(_keras_callbacks, name)
-    raise AttributeError(f"module 'xai_core.callbacks' has no attribute {name!r}")

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import ScoreFn, check_baseline, check_batch_size, checked_score
-from xai_core._chunking import (DEFAULT_BATCH_SIZE, FORWARD_ELEMENTS_PER_CORE, accumulation_dtype, chunked_sum,
+from xai_core.core.checks import ScoreFn, check_baseline, check_batch_size, checked_score
+from xai_core.core.chunking import (DEFAULT_BATCH_SIZE, FORWARD_ELEMENTS_PER_CORE, accumulation_dtype, chunked_sum,
                                 resolve_batch_size)
 from xai_core.graph.incremental import incremental as graph_incremental
-from xai_core.inputs import split_inputs
+from xai_core.core.inputs import split_inputs
 
 
 def _per_axis(value: int | Sequence[int], x_shape: tuple[int, ...], what: str) -> tuple[int, ...]:
@@ -73,7 +73,7 @@ def occlusion(
         per window (``False``) to float rounding, and faster wherever the box stays smaller
         than the activation.
 
-    ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input is occluded
+    ``x`` may be a pytree of inputs (:mod:`xai_core.core.inputs`): each attributed input is occluded
     on its own, the others held as they are (as Captum does for a tuple of inputs), and
     ``window`` / ``stride`` / ``baseline`` are then one value for every input or a pytree of
     ``x``'s structure with one entry per input; inputs marked ``xc.fixed`` are never occluded.

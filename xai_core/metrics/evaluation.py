@@ -4,7 +4,8 @@
 with every method (one jitted, vmapped program per method), scores every map with every
 metric (one program per method and metric), and returns a :class:`Report`: the mean per
 method and metric, the per-image values, and the model-randomization curves per layer.
-``xai-core evaluate`` does it on the shapes model and writes the table and the plot.
+``xai-core evaluate`` (:mod:`xai_core.demo.evaluate`) does it on the shapes model and writes the
+table and the plot.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -21,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 import time
@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core import cam, metrics as xm
-from xai_core._checks import UsageError, int_at_least
-from xai_core.gradients import gradient
+from xai_core import metrics as xm
+
+from xai_core.attribution.gradients import gradient
 from xai_core.registry import attribute, get_method
-from xai_core.report import Report
+from xai_core.metrics.report import Report
 
 Explain = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 """``(model, x, target, key) -> map`` for one example."""
@@ -213,80 +213,3 @@ def evaluate(model: Any, images: Any, labels: Any, *, masks: Any = None,
 
 
 __all__ = ["METRICS", "Context", "Metric", "Report", "evaluate"]
-
-
-def shapes_methods() -> dict[str, Explain]:
-    """The demo's methods and CAMs (:data:`xai_core.demo.METHODS`, :data:`xai_core.demo.CAMS`)
-    as :func:`evaluate` methods."""
-    from xai_core import demo
-
-    named: dict[str, Any] = dict(demo.METHODS.items())
-    for label, (name, layer) in demo.CAMS.items():
-        named[label] = lambda m, x, t, k, name=name, layer=layer: getattr(cam, name)(m, layer)(x, t)
-    return {label: _method(spec) for label, spec in named.items()}
-
-
-TEST_IMAGES = 1000
-"""Held-out images of the shapes data that ``xai-core evaluate`` draws from."""
-
-
-def add_arguments(parser: Any) -> None:
-    """``xai-core evaluate``'s options."""
-    from pathlib import Path
-
-    parser.add_argument("--out-dir", type=Path, default=Path("xai_core_evaluate"),
-                        help="where to write table.md, table.csv, report.json and report.png")
-    parser.add_argument("--images", type=int_at_least(1, TEST_IMAGES), default=16,
-                        help=f"test images to evaluate on (1..{TEST_IMAGES})")
-    parser.add_argument("--methods", default="all", help="comma-separated labels of the demo's methods, or 'all'")
-    parser.add_argument("--metrics", default="all", help=f"comma-separated names from {', '.join(METRICS)}, or 'all'")
-    parser.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="seed for data, training and noise")
-    parser.add_argument("--train-images", type=int_at_least(32), default=4000,
-                        help="training set size (at least one batch: 32)")
-    parser.add_argument("--epochs", type=int_at_least(1), default=5, help="passes over the training set")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _chosen(flag: str, text: str, known: Sequence[str]) -> list[str]:
-    """The comma-separated names of ``text`` ('all': every one of ``known``), each checked."""
-    names = list(known) if text == "all" else text.split(",")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise UsageError(f"{flag} {text}: unknown {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(known)}, or 'all'.")
-    return names
-
-
-def run(args: Any) -> int:
-    """Train the shapes model, evaluate, print the markdown table, write the files."""
-    from xai_core import demo
-    from xai_core.adapters import from_flax
-
-    methods = shapes_methods()
-    chosen = _chosen("--methods", args.methods, list(methods))
-    names = _chosen("--metrics", args.metrics, list(METRICS))
-    try:  # before training: a folder that cannot be written fails now, not after minutes
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out-dir {args.out_dir}: cannot create it ({type(err).__name__}: {err}); choose a "
-                         "folder you can write.") from err
-    train_key, key = jax.random.split(jax.random.key(args.seed))
-    trained = demo.train_shapes_model(train_key, n_train=args.train_images, epochs=args.epochs, n_test=TEST_IMAGES,
-                                      progress=not args.no_progress)
-    print(f"trained ShapesCNN in {trained.seconds:.1f} s: test accuracy {trained.test_accuracy:.1%}")
-    model = from_flax(trained.module, trained.variables)
-    xs, ts, masks = (a[: args.images] for a in trained.test)
-    report = evaluate(model, xs, ts, masks=masks, methods={label: methods[label] for label in chosen}, metrics=names,
-                      key=key, baseline=demo.GREY, progress=not args.no_progress)
-    uniform = float(jnp.mean(jax.vmap(xm.uniform_share)(masks)))
-    print(f"\n{args.images} test images of the shapes data (64x64x3), true class, grey (0.5) baseline; "
-          f"a uniform map's localization is {uniform:.2f}:\n")
-    print(report.to_markdown())
-    files = ["table.md", "table.csv", "report.json"]
-    if importlib.util.find_spec("matplotlib") is None:
-        print("no plot: matplotlib is not installed (pip install 'xai-core[eval]')")
-    else:
-        files.append("report.png")
-    for name in files:
-        print(f"wrote {report.save(args.out_dir / name)}")
-    return 0

@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import ScoreFn, check_batch_size, check_finite, check_positive_int
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
-from xai_core.gradients import _grad_over
-from xai_core.inputs import Inputs, split_inputs
+from xai_core.core.checks import ScoreFn, check_batch_size, check_finite, check_positive_int
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core.attribution.gradients import _grad_over
+from xai_core.core.inputs import Inputs, split_inputs
 from xai_core.rules.deeplift import multipliers
 
 

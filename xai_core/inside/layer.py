@@ -24,10 +24,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core import gradients
-from xai_core._checks import check_baseline, check_batch_size, check_choice, check_positive_int
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core.attribution import gradients
+from xai_core.core.checks import check_baseline, check_batch_size, check_choice, check_positive_int
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
 from xai_core.rules import deeplift as _deeplift
+
+__all__ = ["activation", "conductance", "deeplift", "gradient_x_activation", "integrated_gradients",
+           "neuron_gradient", "neuron_integrated_gradients"]
 
 LayerFn = Callable[..., Any]
 

@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import check_choice, check_positive_int
+from xai_core.core.checks import check_choice, check_positive_int
+
+__all__ = ["channel", "channels", "logit", "neuron", "optimize"]
 
 Objective = Callable[[jax.Array], jax.Array]
 

@@ -12,9 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_batch_size, check_choice, check_positive_int
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
-from xai_core.inputs import split_inputs
+from xai_core.core.checks import check_batch_size, check_choice, check_positive_int
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core.core.inputs import split_inputs
 
 KINDS = ("mean", "square", "var")
 
@@ -49,7 +49,7 @@ def smoothgrad(
     ``fn(x, noise=z)`` with ``z`` of shape ``(samples, *x.shape)`` from ``N(0, 1)``
     (``eps_i = s * z[i]``), e.g. to compare with another library on the same draws.
 
-    ``x`` may be a pytree of inputs (:mod:`xai_core.inputs`): each attributed input gets its
+    ``x`` may be a pytree of inputs (:mod:`xai_core.core.inputs`): each attributed input gets its
     own noise (scaled by its own range when ``relative``; ``noise=`` then holds one array of
     draws per input), inputs marked ``xc.fixed`` get none, and the result has ``x``'s structure.
 

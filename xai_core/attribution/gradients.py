@@ -16,17 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core._checks import (
+from xai_core.core.checks import (
     ScoreFn,
-    check_baseline,
     check_batch_size,
     check_choice,
     check_positive_int,
     checked_score,
 )
-from xai_core._chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, accumulation_dtype, chunked_sum, resolve_batch_size
 from xai_core.graph import fast_kernels
-from xai_core.inputs import Inputs, split_inputs, tree_sum
+from xai_core.core.inputs import Inputs, baselines, split_inputs, tree_sum
 
 AttributionFn = Callable[[Any], Any]
 
@@ -48,8 +47,8 @@ def gradient(score_fn: ScoreFn) -> AttributionFn:
     """Vanilla gradient (saliency): ``a = d score / d x``.
 
     Simonyan et al., "Deep Inside Convolutional Networks", 2014 (arXiv:1312.6034). Unlike the
-    paper's |grad|, the sign is kept; take ``jnp.abs`` for the magnitude. ``x`` may be a
-    pytree of inputs (see :mod:`xai_core.inputs`); the result has its structure.
+    paper's ``|grad|``, the sign is kept; take ``jnp.abs`` for the magnitude. ``x`` may be a
+    pytree of inputs (see :mod:`xai_core.core.inputs`); the result has its structure.
 
     >>> import jax.numpy as jnp, xai_core as xc
     >>> xc.gradient(lambda x: jnp.sum(3.0 * x))(jnp.ones(2))
@@ -132,7 +131,7 @@ def integrated_gradients(
       steps: number of path points ``n`` (>= 2 for ``trapezoid``).
       rule: one of ``RULES``; see ``path_rule`` for the points, weights and Captum's convention.
       batch_size: path points evaluated at once (bounds memory); ``"auto"`` (default) picks it
-        from the input and the device (``xai_core._chunking.resolve_batch_size``); ``None``
+        from the input and the device (``xai_core.core.chunking.resolve_batch_size``); ``None``
         means all at once.
         The result does not depend on it beyond float rounding.
 
@@ -163,13 +162,6 @@ def integrated_gradients(
         return inputs.result([(d * t).astype(a.dtype) for a, d, t in zip(xs, deltas, total)])
 
     return attribution
-
-
-def baselines(inputs: Inputs, baseline: Any, method: str) -> list[jax.Array]:
-    """One baseline per attributed leaf: ``None`` (zeros), one value for every input, or a
-    pytree of ``x``'s structure (entries at fixed inputs ignored)."""
-    values = inputs.per_leaf(baseline, "baseline", method)
-    return [check_baseline(b, a, method) for b, a in zip(values, inputs.leaves)]
 
 
 def completeness_gap(score_fn: ScoreFn, x: jax.Array, attribution: jax.Array, baseline: Any = None) -> jax.Array:

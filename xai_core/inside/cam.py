@@ -36,9 +36,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core._checks import check_batch_size, check_choice
-from xai_core._chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
+from xai_core.core.checks import check_batch_size, check_choice
+from xai_core.core.chunking import DEFAULT_BATCH_SIZE, resolve_batch_size
 from xai_core.rules import guided_backprop
+
+__all__ = ["ablation_cam", "channel_weights", "eigen_cam", "grad_cam", "grad_cam_plus_plus",
+           "grad_cam_weights", "guided_grad_cam", "hires_cam", "layer_cam", "rank_channels",
+           "resize", "resize_corners", "score_cam", "xgrad_cam"]
 
 CamFn = Callable[..., jax.Array]
 EPS_PLUS_PLUS, EPS_XGRAD = 1e-6, 1e-7  # pytorch-grad-cam's stabilizers in Grad-CAM++ and XGrad-CAM
