@@ -1,9 +1,12 @@
-"""Shared fixtures: small deterministic models written in plain JAX."""
+"""Shared fixtures: small deterministic models written in plain JAX, and a headless browser."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +59,29 @@ def cnn_logits(seed: int = 0, channels: int = 3, n_out: int = 4) -> Callable[[ja
         return jax.nn.relu(y).mean(axis=(0, 1)) @ jnp.asarray(dense, x.dtype)
 
     return logits
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A headless Chromium (Debian's, driven by Playwright) with a fresh profile; skipped where there is
+    none, and a failure under CI, whose .ci/run installs it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+    if chromium is None or sync_api is None:
+        why = "no chromium on PATH (apt-get install -y chromium)" if chromium is None else "no playwright (pip)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}: .ci/run must install it")
+        pytest.skip(why)
+    with sync_api.sync_playwright() as p:
+        profile = str(tmp_path_factory.mktemp("profile"))  # a fresh user-data-dir
+        context = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
+                                                       args=CHROMIUM_FLAGS)
+        yield context
+        context.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +15,6 @@ from xai_core.batch.report import write_report
 N, K, PAGE_SIZE = 120, 10, 50
 NASTY = 'cat <b>bold</b> & "dog" \'s </script> é.png'
 ERROR = "ValueError: bad <input> & \"shape\""
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
 def make_rows() -> list[dict]:
     """120 rows: distinct gaps, a few NaN and None gaps, one errored row (index 5), one nasty name (index 3)."""
     gaps = np.random.default_rng(0).permutation(N) * 0.01 - 0.6
@@ -102,26 +96,6 @@ def test_errors(tmp_path) -> None:
 
 
 # The page in a real browser ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        sync_api = None
-    if chromium is None or sync_api is None:
-        why = "no chromium on PATH (apt-get install -y chromium)" if chromium is None else "no playwright (pip)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}: .ci/run must install it")
-        pytest.skip(why)
-    with sync_api.sync_playwright() as p:
-        profile = str(tmp_path_factory.mktemp("profile"))  # a fresh user-data-dir
-        context = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                       args=CHROMIUM_FLAGS)
-        yield context
-        context.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from xai_core.core.inputs import Inputs, baselines, split_inputs, tree_sum
 AttributionFn = Callable[[Any], Any]
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
+"""The quadrature rules of the path methods' ``rule=`` option (see :func:`path_rule`)."""
 
 
 def _grad_over(score_fn: ScoreFn, method: str) -> Callable[[Inputs, list[jax.Array]], list[jax.Array]]:
