@@ -9,6 +9,7 @@ directive, from the registry).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import shutil
@@ -82,46 +83,33 @@ if not (DOCS / "benchmarks.md").is_file() or (DOCS / "benchmarks.md").read_text(
 # --------------------------------------------------------------------------- #
 #: Public namespaces documented beside ``xai_core.__all__``: (module, title, names or None for its __all__).
 NAMESPACES = [
-    ("xai_core.cam", "CAMs (``xc.cam``)", None),
-    ("xai_core.layer", "Layer and neuron attribution (``xc.layer``)", None),
-    ("xai_core.featureviz", "Feature visualization (``xc.featureviz``)", None),
-    ("xai_core.metrics", "Metrics (``xc.metrics``)", None),
-    ("xai_core.rules", "Rules and composites (``xc.rules``)", None),
-    ("xai_core.viz", "Pictures (``xc.viz``)", None),
-    ("xai_core.adapters", "Adapters (``xai_core.adapters``)", None),
-    ("xai_core.graph", "Graph tools (``xai_core.graph``)", None),
-    ("xai_core.callbacks", "Callbacks (``xai_core.callbacks``)", None),
-    ("xai_core.batch", "The batch job (``xai_core.batch``)", None),
-    ("xai_core.data", "Data (``xai_core.data``)", ["make_shapes", "Shapes", "CLASSES"]),
+    ("xai_core.inside.cam", "CAMs (`xc.cam`)", None),
+    ("xai_core.inside.layer", "Layer and neuron attribution (`xc.layer`)", None),
+    ("xai_core.inside.featureviz", "Feature visualization (`xc.featureviz`)", None),
+    ("xai_core.metrics", "Metrics (`xc.metrics`)", None),
+    ("xai_core.rules", "Rules and composites (`xc.rules`)", None),
+    ("xai_core.viz", "Pictures (`xc.viz`)", None),
+    ("xai_core.adapters", "Adapters (`xai_core.adapters`)", None),
+    ("xai_core.graph", "Graph tools (`xai_core.graph`)", None),
+    ("xai_core.callbacks", "Callbacks (`xai_core.callbacks`)", None),
+    ("xai_core.batch", "The batch job (`xai_core.batch`)", None),
+    ("xai_core.data", "Data (`xai_core.data`)", ["make_shapes", "Shapes", "CLASSES"]),
 ]
-MODULES = {"cam": "xai_core.cam", "layer": "xai_core.layer", "featureviz": "xai_core.featureviz",
-           "metrics": "xai_core.metrics", "viz": "xai_core.viz"}
-
-
-def _public(module_name: str, names: list[str] | None) -> list[str]:
-    module = sys.modules.get(module_name) or __import__(module_name, fromlist=["_"])
-    listed = names if names is not None else getattr(module, "__all__", None)
-    if listed is None:
-        listed = [n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
-                  and getattr(v, "__module__", "").startswith(module_name.rsplit(".", 1)[0])]
-    return sorted(listed, key=str.lower)
 
 
 def _api_page() -> str:
-    top = [n for n in xai_core.__all__ if n not in MODULES]
+    top = [n for n in xai_core.__all__ if not inspect.ismodule(getattr(xai_core, n))]  # namespaces: below
     lines = ["# API reference", "",
              "Every public name of `xai_core` (`import xai_core as xc`), with its signature and docstring;",
              "this page is generated from `xai_core.__all__` and the public namespaces.", "",
              "## `xai_core`", "", "```{eval-rst}", ".. autosummary::", "   :toctree: generated", ""]
     lines += [f"   xai_core.{n}" for n in sorted(top, key=str.lower)]
     lines += ["```", ""]
-    aliases = {"xai_core.cam": xai_core.cam, "xai_core.layer": xai_core.layer,
-               "xai_core.featureviz": xai_core.featureviz}
     for module_name, title, names in NAMESPACES:
-        real = aliases[module_name].__name__ if module_name in aliases else module_name
-        lines += [f"## {title.replace('``', '`')}", "", "```{eval-rst}", f".. automodule:: {real}",
+        lines += [f"## {title}", "", "```{eval-rst}", f".. automodule:: {module_name}",
                   "   :no-members:", "", ".. autosummary::", "   :toctree: generated", ""]
-        lines += [f"   {n}" for n in _public(real, names)]
+        listed = names if names is not None else importlib.import_module(module_name).__all__
+        lines += [f"   {n}" for n in sorted(listed, key=str.lower)]
         lines += ["```", ""]
     return "\n".join(lines)
 

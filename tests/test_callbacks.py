@@ -215,24 +215,13 @@ def test_a_pytorch_loop_logs_the_maps_of_its_steps(tmp_path) -> None:
     assert len(list(tmp_path.rglob("*.png"))) == 6
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
-def test_tensorboard_renders_the_attribution_images_in_a_browser(tmp_path) -> None:
-    import shutil
+def test_tensorboard_renders_the_attribution_images_in_a_browser(tmp_path, browser) -> None:
     import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("no chromium on PATH: .ci/run installs it (apt-get install -y chromium)")
-        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     from xai_core.adapters import Model
 
     w = jax.random.normal(jax.random.key(0), (16 * 16, 3))
@@ -261,20 +250,17 @@ def test_tensorboard_renders_the_attribution_images_in_a_browser(tmp_path) -> No
             time.sleep(0.5)
         else:
             raise AssertionError("TensorBoard did not serve the images")
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=chromium,
-                                                           headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"{url}/#images", wait_until="networkidle")
-            images = page.locator("img")  # Playwright's CSS locators pierce TensorBoard's shadow roots
-            sizes: list = []
-            for _ in range(120):
-                sizes = images.evaluate_all("els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight, e.src])")
-                if sum(1 for done, w, h, _ in sizes if done and w > 0 and h > 0) >= 3:
-                    break
-                time.sleep(0.5)
-            page.screenshot(path=str(tmp_path / "tensorboard.png"), full_page=True)
-            browser.close()
+        page = browser.new_page()
+        page.goto(f"{url}/#images", wait_until="networkidle")
+        images = page.locator("img")  # Playwright's CSS locators pierce TensorBoard's shadow roots
+        sizes: list = []
+        for _ in range(120):
+            sizes = images.evaluate_all("els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight, e.src])")
+            if sum(1 for done, w, h, _ in sizes if done and w > 0 and h > 0) >= 3:
+                break
+            time.sleep(0.5)
+        page.screenshot(path=str(tmp_path / "tensorboard.png"), full_page=True)
+        page.close()
         drawn = [(w, h) for done, w, h, src in sizes if done and w > 0 and "individualImage" in src]
         print(f"\nTensorBoard in headless Chromium drew {len(drawn)} attribution images, sizes {sorted(set(drawn))}")
         assert len(drawn) >= 3, sizes

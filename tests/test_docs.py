@@ -8,22 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from test_house import module_files
 
 REPO = Path(__file__).resolve().parents[1]
-def _modules() -> list[str]:
-    """Every module of the package (``adapters/`` as ``xai_core.adapters``): a moved or new module
-    has its examples run without anyone editing a list."""
-    names = []
-    for root, prefix in ((REPO / "xai_core", "xai_core"), (REPO / "adapters", "xai_core.adapters")):
-        for path in sorted(root.rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
-            if parts[-1] == "__main__":
-                continue
-            names.append(".".join([prefix, *parts[:-1]] if parts[-1] == "__init__" else [prefix, *parts]))
-    return names
-
-
-MODULES = _modules()
+# Every module of the package (``adapters/`` as ``xai_core.adapters``): a moved or new module has its
+# examples run without anyone editing a list.
+MODULES = sorted(name for name in module_files() if not name.endswith(".__main__"))
 
 
 @pytest.mark.parametrize("name", MODULES)
