@@ -13,6 +13,7 @@ from conftest import cnn_logits
 logits_fn = cnn_logits(seed=5)
 score = lambda x: logits_fn(x)[1]  # noqa: E731
 key = jax.random.key(0)
+GRID = np.arange(4).reshape(2, 2).repeat(3, 0).repeat(3, 1)[..., None]  # four 3x3 cells
 OPTIONS = {
     "gradient": {},
     "gradient_x_input": {},
@@ -27,6 +28,13 @@ OPTIONS = {
     "deeplift_shap": {"baselines": np.full((2, 6, 6, 3), 0.1, np.float32)},
     "gradient_shap": {"baselines": np.full((2, 6, 6, 3), 0.1, np.float32), "samples": 4},
     "lrp": {"composite": "epsilon_plus_flat"},
+    "feature_ablation": {"feature_mask": GRID},
+    "shapley": {"feature_mask": GRID},
+    "shapley_sampling": {"feature_mask": GRID, "samples": 4},
+    "kernel_shap": {"feature_mask": GRID, "samples": 8},
+    "owen": {"feature_mask": GRID, "samples": 12},
+    "lime": {"feature_mask": GRID, "samples": 16},
+    "rise": {"samples": 8, "grid": 3},
 }
 
 
@@ -107,7 +115,8 @@ def test_vmap_equals_loop(method: str) -> None:
     np.testing.assert_allclose(batched, np.stack([run(method, x) for x in xs]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "smoothgrad", "vargrad"])
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "smoothgrad", "vargrad", "feature_ablation",
+                                    "shapley", "shapley_sampling", "kernel_shap", "owen", "lime", "rise"])
 def test_chunked_equals_unchunked(method: str, x64: None) -> None:
     x = jax.random.uniform(key, (6, 6, 3), jnp.float64)
     whole = run(method, x, batch_size=None)

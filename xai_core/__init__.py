@@ -11,9 +11,10 @@ Importing this package loads only jax, numpy and pillow; framework adapters live
 This module is the public face; the house behind it, by purpose (each part imports only the
 parts below it, ``tests/test_house.py``): ``graph`` and ``viz`` (jaxpr tools, pictures) under
 ``core`` (inputs, checks, chunking, XLA defaults) under ``rules`` and ``adapters`` under
-``attribution`` (gradients and paths, smoothing, occlusion, expectations) under ``inside`` (CAMs,
-layer methods, feature visualization) under ``registry`` under ``metrics`` (and evaluate) under this
-face; the applications ``demo``, ``callbacks``, ``batch`` and ``cli`` sit on top of it.
+``attribution`` (gradients and paths, smoothing, occlusion, expectations, the model-agnostic
+methods) under ``inside`` (CAMs, layer methods, feature visualization) under ``registry`` under
+``metrics`` (and evaluate) under this face; the applications ``demo``, ``callbacks``, ``batch``
+and ``cli`` sit on top of it.
 """
 
 from pathlib import Path as _Path
@@ -44,6 +45,11 @@ from xai_core.attribution.gradients import (  # noqa: E402
     path_rule,
 )
 from xai_core.attribution.occlusion import occlusion  # noqa: E402
+from xai_core.attribution.owen import owen  # noqa: E402
+from xai_core.attribution.rise import rise  # noqa: E402
+from xai_core.attribution.shapley import feature_ablation, shapley, shapley_sampling  # noqa: E402
+from xai_core.attribution.surrogates import kernel_shap, lime  # noqa: E402
+from xai_core.attribution import segments  # noqa: E402
 from xai_core.attribution.smoothing import smoothgrad  # noqa: E402
 from xai_core.attribution.tokens import token_scores  # noqa: E402
 from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp  # noqa: E402
@@ -64,6 +70,7 @@ __all__ = [
     "evaluate",
     "deeplift",
     "deeplift_shap",
+    "feature_ablation",
     "featureviz",
     "fixed",
     "gradient",
@@ -71,13 +78,20 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "kernel_shap",
     "layer",
+    "lime",
     "lrp",
     "methods",
     "metrics",
     "occlusion",
+    "owen",
     "path_rule",
     "register",
+    "rise",
+    "segments",
+    "shapley",
+    "shapley_sampling",
     "smoothgrad",
     "token_scores",
     "viz",

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from xai_core import rules
-from xai_core.attribution import expectations, gradients, occlusion, smoothing
+from xai_core.attribution import expectations, gradients, occlusion, owen, rise, shapley, smoothing, surrogates
 from xai_core.core.checks import ScoreFn
 from xai_core.core.chunking import DEFAULT_BATCH_SIZE
 
@@ -137,3 +137,11 @@ register("deeplift_shap", expectations.deeplift_shap, summary="DeepLift averaged
 register("gradient_shap", expectations.gradient_shap, summary="expected gradients over a baseline set", needs_key=True,
          aliases=("expected_gradients",))
 register("lrp", rules.lrp, summary="layer-wise relevance propagation with a composite of rules")
+register("feature_ablation", shapley.feature_ablation, summary="score drop per feature group switched off")
+register("shapley", shapley.shapley, summary="exact Shapley values over all 2^K coalitions")
+register("shapley_sampling", shapley.shapley_sampling, summary="Shapley values from antithetic feature orders",
+         needs_key=True)
+register("kernel_shap", surrogates.kernel_shap, summary="Kernel SHAP: Shapley-kernel weighted regression", needs_key=True)
+register("owen", owen.owen, summary="Owen values over a hierarchy of halves (shap's Partition)")
+register("lime", surrogates.lime, summary="LIME: kernel-weighted ridge on random coalitions", needs_key=True)
+register("rise", rise.rise, summary="RISE: score-weighted mean of random smooth masks", needs_key=True)

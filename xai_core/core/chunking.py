@@ -130,3 +130,24 @@ def chunked_sum(term: Callable[[jax.Array], Any], n: int, batch_size: int | None
     init = jax.tree.map(lambda s: jnp.zeros(s.shape, accumulation_dtype(s.dtype)), shapes)
     total, _ = jax.lax.scan(body, init, index)
     return total
+
+
+def chunked_map(term: Callable[[jax.Array], Any], n: int, batch_size: int | None) -> Any:
+    """Return ``term(i)`` stacked over ``i in range(n)`` (a pytree of arrays with a leading ``n``).
+
+    Chunked as :func:`chunked_sum` (``vmap`` within a chunk of at most ``batch_size``, ``lax.map``
+    across chunks), for methods that need every evaluation rather than their sum: the scores of
+    sampled coalitions before a regression, a permutation's walk.
+
+    >>> import jax.numpy as jnp
+    >>> chunked_map(lambda i: 2 * i, 5, batch_size=2).tolist()
+    [0, 2, 4, 6, 8]
+    """
+    batch = fast_kernels(jax.vmap(term))
+    if batch_size is None or batch_size >= n:
+        return batch(jnp.arange(n))
+    n_chunks = math.ceil(n / batch_size)
+    size = math.ceil(n / n_chunks)
+    index = jnp.minimum(jnp.arange(n_chunks * size), n - 1).reshape(n_chunks, size)
+    out = jax.lax.map(batch, index)
+    return jax.tree.map(lambda a: a.reshape((n_chunks * size,) + a.shape[2:])[:n], out)
