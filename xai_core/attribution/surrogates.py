@@ -74,7 +74,7 @@ def shapley_kernel(z: jax.Array) -> jax.Array:
     """The Shapley kernel ``(K-1) / (C(K, |z|) |z| (K - |z|))`` of each row of ``z``; 0 for the
     empty and the full coalition, which efficiency takes care of."""
     k = z.shape[1]
-    s = z.sum(1).astype(jnp.float32)
+    s = z.sum(1).astype(jnp.result_type(float))  # float64 where enabled
     log_comb = jax.scipy.special.gammaln(k + 1.0) - jax.scipy.special.gammaln(s + 1) - jax.scipy.special.gammaln(k - s + 1)
     inner = (s > 0) & (s < k)
     return jnp.where(inner, (k - 1) / (jnp.exp(log_comb) * jnp.where(inner, s * (k - s), 1)), 0.0)
