@@ -298,3 +298,20 @@ def test_progress_logs_lines_when_not_a_terminal(monkeypatch) -> None:
     progress.close()
     assert lines[0].startswith("attribute: 4/10 images, ") and "images/s, ETA" in lines[0] and "8 devices" in lines[0]
     assert lines[-1].startswith("attribute: done, 10 images in ") and "on 8 device(s)" in lines[-1]
+
+
+def test_model_agnostic_methods_with_a_feature_mask_option(workdir) -> None:
+    """Issue 26: the batch job takes the new names; a feature mask is a JSON option."""
+    tmp, name = workdir
+    module = __import__(name)
+    grid = xc.segments.grid((8, 8, 3), 4)
+    assert main(["attribute", "--model", f"{name}:model", "--data", f"{name}:data", "--out", "ks", "--method",
+                 "kernel_shap", "-o", f"feature_mask={json.dumps(grid.tolist())}", "-o", "samples=6",
+                 "--batch-size", "4", "--seed", "3"]) == 0
+    maps, manifest = _read(tmp / "ks")
+    xs, _ = module.data()
+    m, t = module.model(), manifest["examples"]["targets"][5]
+    one = xc.kernel_shap(m.score(t), feature_mask=grid, samples=6)(jnp.asarray(xs[5]), key=jax.random.fold_in(
+        jax.random.key(3), 5))
+    np.testing.assert_allclose(maps[5], one, rtol=1e-4, atol=1e-6)
+    assert len(np.unique(maps[5])) <= 4  # one value per cell

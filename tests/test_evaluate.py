@@ -133,3 +133,16 @@ def test_channel_first_torch_model() -> None:
     direct = [xm.localization(a, m, channel_axis=0) for a, m in zip(maps, masks)]
     np.testing.assert_allclose(report.per_image["gradient_x_input"]["localization"], direct, rtol=1e-5)
     assert report.layers == ["3", "0"]  # torch module names, the output side first
+
+
+def test_model_agnostic_methods_by_name(setup) -> None:
+    """Issue 26: xc.evaluate takes the new names with their options."""
+    model, xs, ts, masks = setup
+    grid = xc.segments.grid((8, 8, 3), 4)
+    methods = {"kernel_shap": ("kernel_shap", {"feature_mask": grid, "samples": 8}),
+               "feature_ablation": ("feature_ablation", {"feature_mask": grid}),
+               "rise": ("rise", {"samples": 16, "grid": 2})}
+    report = evaluate(model, xs, ts, masks=masks, methods=methods, metrics=["deletion", "localization"],
+                      key=jax.random.key(0), progress=False)
+    assert set(report.scores) == set(methods)
+    assert all(np.isfinite(v) for row in report.scores.values() for v in row.values())
