@@ -102,7 +102,7 @@ def shapley(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, ba
 
     >>> import jax.numpy as jnp, xai_core as xc
     >>> f = lambda x: x[0] * x[1] + x[2]  # the product's credit is shared equally
-    >>> xc.shapley(f)(jnp.array([2.0, 3.0, 1.0]))
+    >>> xc.shapley(f)(jnp.array([2.0, 3.0, 1.0])).round(4)
     Array([3., 3., 1.], dtype=float32)
     """
     limit = check_positive_int(max_features, "max_features", "shapley")

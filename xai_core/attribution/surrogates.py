@@ -105,7 +105,7 @@ def kernel_shap(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0
 
     >>> import jax, jax.numpy as jnp, xai_core as xc
     >>> f = lambda x: x[0] * x[1] + x[2]
-    >>> xc.kernel_shap(f, samples=6)(jnp.array([2.0, 3.0, 1.0]), key=jax.random.key(0))
+    >>> xc.kernel_shap(f, samples=6)(jnp.array([2.0, 3.0, 1.0]), key=jax.random.key(0)).round(4)
     Array([3., 3., 1.], dtype=float32)
     """
 
