@@ -86,3 +86,37 @@ def test_occlusion_and_first_layer_benchmarks_run(tmp_path: Path) -> None:
                    cwd=REPO, check=True, capture_output=True, text=True)
     rows = json.loads(out.read_text())["rows"]
     assert set(rows) == {"small"} and rows["small"]["max_rel_diff"] <= 5e-3
+
+
+def test_model_agnostic_benchmark_runs_and_agrees_with_captum(tmp_path: Path) -> None:
+    """The small CNN at 32² against Captum, shap and lime, and the quality curves on a 3x3 grid:
+    feature ablation and Shapley sampling on the same orders agree with Captum, Owen values on
+    the same hierarchy with shap's PartitionExplainer."""
+    pytest.importorskip("shap")
+    pytest.importorskip("lime")
+    out = tmp_path / "model_agnostic.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.model_agnostic", "--quick", "--sizes", "", "--small-size", "32",
+                    "--quality-size", "32", "--quality-grid", "3", "--repeats", "1", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    (speed,) = result["speed"]
+    assert speed["features"] == 16 and set(speed["methods"]) == {
+        "feature_ablation", "shapley_sampling", "kernel_shap", "lime", "owen"}
+    for method, w in speed["methods"].items():
+        assert {"ours", "forward floor"} <= set(w["rows"]), method
+        assert all(r["seconds"] > 0 and r["evaluations"] > 0 for r in w["rows"].values()), method
+    fa, ss = speed["methods"]["feature_ablation"], speed["methods"]["shapley_sampling"]
+    assert fa["rows"]["ours"]["evaluations"] == fa["rows"]["captum default"]["evaluations"] == 17
+    assert ss["rows"]["ours"]["evaluations"] == 4 * 15 + 2 and ss["rows"]["captum default"]["evaluations"] == 4 * 16 + 1
+    for w in (fa, ss):
+        assert max(w["max_rel_diff_vs_captum"].values()) <= 1e-4
+    assert set(fa["max_rel_diff_vs_captum"]) == {"ours", "ours, dense", "captum tuned"}
+    assert speed["methods"]["owen"]["max_rel_diff_vs_shap"] <= 1e-4  # the whole tree fits the budget
+    assert {"shap PermutationExplainer", "shap KernelExplainer", "lime_image (batch 10)",
+            "shap PartitionExplainer"} <= {label for w in speed["methods"].values() for label in w["rows"]}
+    q = result["quality"]
+    assert q["features"] == 9 and q["table_vs_direct_score"] <= 1e-4
+    assert len(q["curves"]) == 6 and all(len(c) == 3 for c in q["curves"].values())
+    assert all(math.isfinite(p["error"]) and p["evaluations"] > 0 for c in q["curves"].values() for p in c)
+    assert out.with_suffix(".md").read_text().startswith("# Model-agnostic methods")
+    assert out.with_suffix(".png").stat().st_size > 1000

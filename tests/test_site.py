@@ -15,7 +15,8 @@ import xai_core as xc
 from xai_core.registry import methods
 
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACES = {"cam": xc.cam, "layer": xc.layer, "featureviz": xc.featureviz, "metrics": xc.metrics, "viz": xc.viz}
+NAMESPACES = {"cam": xc.cam, "layer": xc.layer, "featureviz": xc.featureviz, "metrics": xc.metrics, "viz": xc.viz,
+              "segments": xc.segments}
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def kernel_shap(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0
                 batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> Callable[..., Any]:
     """Kernel SHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017).
 
-    Fits ``v(z) ~ v(none) + z . phi`` by least squares weighted by the Shapley kernel, with
+    Fits ``v(z) ~ v(none) + z @ phi`` by least squares weighted by the Shapley kernel, with
     efficiency exact (``sum(phi) = v(all) - v(none)``, one feature eliminated as shap does).
     ``samples`` coalitions (default shap's ``2K + 2048``) follow shap's ``KernelExplainer`` plan:
     small coalition sizes and their complements enumerated while the budget covers them, the rest
@@ -143,7 +143,7 @@ def lime(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
          coalitions: Any = None, weights: Any = None,
          batch_size: int | str | None = DEFAULT_BATCH_SIZE) -> Callable[..., Any]:
     """LIME (Ribeiro, Singh & Guestrin, "Why Should I Trust You?", KDD 2016): a ridge regression
-    ``v(z) ~ b + z . a`` (penalty ``alpha``, intercept free) on ``samples`` random coalitions, each
+    ``v(z) ~ b + z @ a`` (penalty ``alpha``, intercept free) on ``samples`` random coalitions, each
     switched on with probability 1/2 (the all-on one first, as lime_image draws), weighted by the
     exponential kernel ``exp(-d^2 / (2 kernel_width^2))``.
 
@@ -186,7 +186,7 @@ def lime(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
 
 def ridge(z: jax.Array, y: jax.Array, w: jax.Array, alpha: float) -> jax.Array:
     """Weighted ridge regression with a free intercept (scikit-learn's ``Ridge`` with
-    ``sample_weight``): the coefficients of ``y ~ b + z . a``."""
+    ``sample_weight``): the coefficients of ``y ~ b + z @ a``."""
     total = w.sum()
     zc = z - (w @ z) / total
     yc = y - (w @ y) / total
