@@ -168,7 +168,7 @@ def test_owen_equals_shap_partition_explainer_on_the_same_hierarchy(setup) -> No
 
     net, m, x_t, x, mask = setup
     members, children = halves(game(m.score(TARGET), x, mask, 0.0, None, "auto", "owen"))
-    rows, index = [], {}
+    rows: list[list[float]] = []
 
     def linkage(node: int) -> int:
         if children[node, 0] < 0:

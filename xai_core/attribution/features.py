@@ -29,8 +29,14 @@ import numpy as np
 
 from xai_core.attribution.expectations import _background
 from xai_core.core.checks import ScoreFn, check_batch_size, checked_score, is_concrete
-from xai_core.core.chunking import FORWARD_ELEMENTS_PER_CORE, accumulation_dtype, chunked_map, resolve_batch_size
-from xai_core.core.inputs import Inputs, baselines as leaf_baselines, split_inputs
+from xai_core.core.chunking import (
+    FORWARD_ELEMENTS_PER_CORE,
+    accumulation_dtype,
+    chunked_map,
+    resolve_batch_size,
+)
+from xai_core.core.inputs import Inputs, split_inputs
+from xai_core.core.inputs import baselines as leaf_baselines
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_core.core.checks import ScoreFn, check_batch_size, check_positive_int, checked_score
-from xai_core.core.chunking import (DEFAULT_BATCH_SIZE, FORWARD_ELEMENTS_PER_CORE, accumulation_dtype, chunked_sum,
-                                    resolve_batch_size)
-from xai_core.core.inputs import baselines as leaf_baselines, split_inputs
+from xai_core.core.checks import (
+    ScoreFn,
+    check_batch_size,
+    check_positive_int,
+    checked_score,
+)
+from xai_core.core.chunking import (
+    DEFAULT_BATCH_SIZE,
+    FORWARD_ELEMENTS_PER_CORE,
+    accumulation_dtype,
+    chunked_sum,
+    resolve_batch_size,
+)
+from xai_core.core.inputs import baselines as leaf_baselines
+from xai_core.core.inputs import split_inputs
 
 
 def rise(score_fn: ScoreFn, samples: int = 2000, grid: int = 7, p: float = 0.5, channel_axis: int | None = -1,
