@@ -221,6 +221,8 @@ def test_bad_feature_masks_and_budgets_are_clear_errors() -> None:
         xc.shapley(f, feature_mask=np.zeros((4, 4, 1)))(x)
     with pytest.raises(ValueError, match=r"48 features need 2\^48.*max_features=20.*shapley_sampling, kernel_shap or owen"):
         xc.shapley(f)(x)
+    with pytest.raises(ValueError, match=r"12288 features make a 12288 x 12288 regression; group them"):
+        xc.kernel_shap(f)(jnp.ones((64, 64, 3)), key=key)
     with pytest.raises(ValueError, match="not both"):
         xc.shapley(f, baseline=1.0, baselines=np.zeros((2, 4, 4, 3)))(x)
     with pytest.raises(ValueError, match="concrete integer array"):

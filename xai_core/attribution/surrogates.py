@@ -22,6 +22,17 @@ from xai_core.core.checks import ScoreFn, check_choice, check_positive_int
 from xai_core.core.chunking import DEFAULT_BATCH_SIZE
 
 DISTANCES = ("coalition", "input")
+MAX_REGRESSION_FEATURES = 4096
+"""Kernel SHAP and LIME solve a ``K x K`` system: more features than this is an error asking for groups."""
+
+
+def _surrogate_game(score_fn: ScoreFn, x: Any, feature_mask: Any, baseline: Any, baselines: Any,
+                    batch_size: int | str | None, method: str) -> Game:
+    g = game(score_fn, x, feature_mask, baseline, baselines, batch_size, method)
+    if g.k > MAX_REGRESSION_FEATURES:
+        raise ValueError(f"{method}: {g.k} features make a {g.k} x {g.k} regression; group them with feature_mask= "
+                         f"(at most {MAX_REGRESSION_FEATURES}), e.g. xc.segments.grid(x.shape, 8) or xc.segments.slic.")
+    return g
 
 
 def _shap_plan(k: int, samples: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, float]:
@@ -110,7 +121,7 @@ def kernel_shap(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0
     """
 
     def attribution(x: Any, *, key: Any = None) -> Any:
-        g = game(score_fn, x, feature_mask, baseline, baselines, batch_size, "kernel_shap")
+        g = _surrogate_game(score_fn, x, feature_mask, baseline, baselines, batch_size, "kernel_shap")
         if coalitions is not None:
             z, w = _replayed(g, coalitions, weights, "kernel_shap")
             w = shapley_kernel(z) if w is None else w
@@ -165,7 +176,7 @@ def lime(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
         raise ValueError(f"lime: kernel_width must be > 0 and alpha >= 0, got {kernel_width!r} and {alpha!r}.")
 
     def attribution(x: Any, *, key: Any = None) -> Any:
-        g = game(score_fn, x, feature_mask, baseline, baselines, batch_size, "lime")
+        g = _surrogate_game(score_fn, x, feature_mask, baseline, baselines, batch_size, "lime")
         if coalitions is not None:
             z, w = _replayed(g, coalitions, weights, "lime")
         elif key is None:
