@@ -167,14 +167,14 @@ def test_owen_equals_shap_partition_explainer_on_the_same_hierarchy(setup) -> No
     from xai_core.attribution.owen import halves
 
     net, m, x_t, x, mask = setup
-    members, children = halves(game(m.score(TARGET), x, mask, 0.0, None, "auto", "owen"))
+    order, span, children = halves(game(m.score(TARGET), x, mask, 0.0, None, "auto", "owen"), depth=K)
     rows: list[list[float]] = []
 
     def linkage(node: int) -> int:
         if children[node, 0] < 0:
-            return int(np.flatnonzero(members[node])[0])
+            return int(order[span[node, 0]])
         lo, hi = linkage(children[node, 0]), linkage(children[node, 1])
-        rows.append([lo, hi, 1.0 + len(rows), members[node].sum()])
+        rows.append([lo, hi, 1.0 + len(rows), span[node, 1] - span[node, 0]])
         return K + len(rows) - 1
 
     linkage(0)

@@ -13,6 +13,7 @@ are the exact Owen values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,34 +26,37 @@ from xai_core.core.checks import ScoreFn, check_positive_int
 from xai_core.core.chunking import DEFAULT_BATCH_SIZE
 
 
-def halves(g: Game) -> tuple[np.ndarray, np.ndarray]:
+def halves(g: Game, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The default hierarchy, as shap's image masker builds it: the features (by their centroid in
     the feature mask; by id for several inputs) split in halves along the axis they span most,
-    recursively. Returns every node's members ``(nodes, K)`` and children ``(nodes, 2)`` (-1:
-    a single feature); node 0 is the root."""
+    recursively, down to ``depth`` levels. Every group is a run of one order of the features:
+    returns that ``order`` (``K``), each node's ``[start, stop)`` in it (``(nodes, 2)``) and its
+    children (``(nodes, 2)``; -1 for a single feature or at ``depth``); node 0 is the root."""
     if len(g.masks) == 1:
-        ids = g.masks[0]
-        grids = np.indices(ids.shape).reshape(ids.ndim, -1).T.astype(np.float64)
-        counts = np.bincount(ids.ravel(), minlength=g.k)
-        where = np.stack([np.bincount(ids.ravel(), weights=grids[:, a], minlength=g.k) for a in range(ids.ndim)], 1)
-        where = where / counts[:, None]
+        ids = g.masks[0].ravel()
+        grids = np.indices(g.masks[0].shape).reshape(g.masks[0].ndim, -1)
+        counts = np.bincount(ids, minlength=g.k)
+        where = np.stack([np.bincount(ids, weights=axis, minlength=g.k) for axis in grids], 1) / counts[:, None]
     else:
         where = np.arange(g.k, dtype=np.float64)[:, None]
-    members: list[np.ndarray] = []
+    order = np.arange(g.k)
+    spans: list[list[int]] = []
     children: list[list[int]] = []
 
-    def build(group: np.ndarray) -> int:
-        node = len(members)
-        members.append(np.isin(np.arange(g.k), group))
+    def build(start: int, stop: int, level: int) -> int:
+        node = len(spans)
+        spans.append([start, stop])
         children.append([-1, -1])
-        if group.size > 1:
-            spread = np.ptp(where[group], axis=0)
-            order = group[np.argsort(where[group, int(np.argmax(spread))], kind="stable")]
-            children[node] = [build(order[: group.size // 2]), build(order[group.size // 2:])]
+        if stop - start > 1 and level < depth:
+            group = order[start:stop]
+            axis = int(np.argmax(np.ptp(where[group], axis=0)))
+            order[start:stop] = group[np.argsort(where[group, axis], kind="stable")]
+            middle = start + (stop - start) // 2
+            children[node] = [build(start, middle, level + 1), build(middle, stop, level + 1)]
         return node
 
-    build(np.arange(g.k))
-    return np.array(members), np.array(children)
+    build(0, g.k, 0)
+    return order, np.array(spans), np.array(children)
 
 
 def owen(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, baselines: Any = None,
@@ -63,6 +67,8 @@ def owen(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
     The tree is expanded level by level while the budget covers a whole level, in one program;
     the level the budget cannot cover expands its groups of largest ``|value|`` first, as
     shap's priority queue does (shap's queue spans levels, ours ranks within the last one).
+    Groups are runs of one order of the features, so pixel-level images (``K`` in the
+    hundreds of thousands) cost ``O(samples K)`` memory.
 
     >>> import jax.numpy as jnp, xai_core as xc
     >>> f = lambda x: x[0] * x[1] + x[2] + x[3]  # halves {0, 1} and {2, 3}
@@ -73,43 +79,52 @@ def owen(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
 
     def attribution(x: Any) -> Any:
         g = game(score_fn, x, feature_mask, baseline, baselines, batch_size, "owen")
-        members, children = halves(g)
-        share = jnp.asarray(members / members.sum(1, keepdims=True), g.acc)  # a group's value, shared equally
-        credit = jnp.zeros(g.k, g.acc)
+        # a level d is expanded only if the budget covered 2 (1 + 4 + ... + 4^(d-1)) evaluations before it
+        order, span, children = halves(g, depth=int(math.log(1.5 * budget + 1, 4)) + 2)
+        rank = jnp.asarray(np.argsort(order))       # where each feature sits in the order
+        position = jnp.arange(g.k)
+        credit = jnp.zeros(g.k + 1, g.acc)          # per position, as differences (a group is a run)
+
+        def share(value: jax.Array, nodes: Any) -> jax.Array:
+            """Add ``value`` of each node, shared equally over its run, to ``credit``'s differences."""
+            start, stop = jnp.asarray(span)[nodes].T
+            per = value / (stop - start)
+            return jnp.zeros(g.k + 1, g.acc).at[start].add(per).at[stop].add(-per)
+
+        def run(nodes: Any) -> jax.Array:
+            start, stop = jnp.asarray(span)[nodes].T
+            return (position >= start[:, None]) & (position < stop[:, None])
+
+        def pair(context: jax.Array, lo: Any, hi: Any) -> tuple[jax.Array, jax.Array]:
+            """``v(context + lo)`` and ``v(context + hi)`` for every row, in one chunked evaluation."""
+            rows = jnp.concatenate([context | run(lo), context | run(hi)])
+            values = g.values(lambda i: rows[i][rank], rows.shape[0])
+            return values[: context.shape[0]], values[context.shape[0]:]
+
         node, weight, left = np.zeros(1, int), 1.0, budget - 2
         m00 = jnp.zeros((1, g.k), bool)
         f00, f11 = g.value(jnp.zeros(g.k, bool))[None], g.value(jnp.ones(g.k, bool))[None]
         while node.size:
             inner = children[node, 0] >= 0
-            credit += (weight * (f11 - f00) * ~inner) @ share[node]
+            credit += share(weight * (f11 - f00) * ~inner, node)
             node, m00, f00, f11 = node[inner], m00[inner], f00[inner], f11[inner]
             if not node.size or left < 2:
-                credit += (weight * (f11 - f00)) @ share[node]
+                credit += share(weight * (f11 - f00), node)
                 break
             if 2 * node.size <= left:                               # the whole level
                 lo, hi = children[node].T
-                f10, f01 = _pair(g, m00, members[lo], members[hi])
+                f10, f01 = pair(m00, lo, hi)
                 node, weight, left = np.concatenate([lo, hi, lo, hi]), weight / 2, left - 2 * node.size
                 m00, f00, f11 = (jnp.concatenate(parts) for parts in (
-                    [m00, m00, m00 | members[hi], m00 | members[lo]], [f00, f00, f01, f10], [f10, f01, f11, f11]))
+                    [m00, m00, m00 | run(hi), m00 | run(lo)], [f00, f00, f01, f10], [f10, f01, f11, f11]))
                 continue
             top = jax.lax.top_k(jnp.abs(f11 - f00), left // 2)[1]   # the largest groups of the last level
-            kept = jnp.ones(node.size, bool).at[top].set(False)
-            credit += (weight * (f11 - f00) * kept) @ share[node]
+            credit += share(weight * (f11 - f00) * jnp.ones(node.size, bool).at[top].set(False), node)
             lo, hi = (jnp.asarray(c)[top] for c in children[node].T)
             m00, f00, f11 = m00[top], f00[top], f11[top]
-            f10, f01 = _pair(g, m00, jnp.asarray(members)[lo], jnp.asarray(members)[hi])
-            half = weight / 2
-            credit += (half * (f10 - f00 + f11 - f01)) @ share[lo]
-            credit += (half * (f01 - f00 + f11 - f10)) @ share[hi]
+            f10, f01 = pair(m00, lo, hi)
+            credit += share(weight / 2 * (f10 - f00 + f11 - f01), lo) + share(weight / 2 * (f01 - f00 + f11 - f10), hi)
             break
-        return g.spread(credit)
+        return g.spread(jnp.cumsum(credit)[:g.k][rank])
 
     return attribution
-
-
-def _pair(g: Game, context: jax.Array, lo: Any, hi: Any) -> tuple[jax.Array, jax.Array]:
-    """``v(context + lo)`` and ``v(context + hi)`` for every row, in one chunked evaluation."""
-    rows = jnp.concatenate([context | lo, context | hi])
-    values = g.values(lambda i: rows[i], rows.shape[0])
-    return values[: context.shape[0]], values[context.shape[0]:]
