@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_core.attribution.features import bits, check_draws, game
+from xai_core.attribution.features import Game, bits, check_draws, game
 from xai_core.core.checks import ScoreFn, check_positive_int
 from xai_core.core.chunking import DEFAULT_BATCH_SIZE, chunked_map, chunked_sum
 from xai_core.graph.incremental import incremental as graph_incremental
@@ -55,7 +55,7 @@ def feature_ablation(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any 
     return attribution
 
 
-def _boxes(g: Any) -> tuple[np.ndarray, tuple[int, ...]] | None:
+def _boxes(g: Game) -> tuple[np.ndarray, tuple[int, ...]] | None:
     """Each feature's box start and the one box shape that holds every feature, or ``None``
     where incremental evaluation does not apply or would not pay."""
     if len(g.masks) != 1 or g.fills is None:
@@ -74,7 +74,7 @@ def _boxes(g: Any) -> tuple[np.ndarray, tuple[int, ...]] | None:
     return np.minimum(lo, np.asarray(shape) - np.asarray(window)), window
 
 
-def _incremental_values(g: Any, starts: np.ndarray, window: tuple[int, ...]) -> jax.Array:
+def _incremental_values(g: Game, starts: np.ndarray, window: tuple[int, ...]) -> jax.Array:
     """``v(all but feature k)`` for every ``k``, recomputing only what feature ``k``'s box reaches."""
     x, fill = g.inputs.leaves[0], g.fills[0]
     ids = jnp.asarray(np.broadcast_to(g.masks[0], x.shape))
