@@ -2,8 +2,8 @@
 Owen values against Captum, shap and lime at equal numbers of model evaluations and against the
 forward floor; then their error against exact Shapley values at equal budgets.
 
-    python -m benchmarks.model_agnostic                # small CNN and ResNet-18 at 112², about 10 minutes on 2 cores
-    python -m benchmarks.model_agnostic --quick        # about 2 minutes (fewer seeds and budgets, 500 coalitions)
+    python -m benchmarks.model_agnostic                # small CNN and ResNet-18 at 112², about 9 minutes on 2 cores
+    python -m benchmarks.model_agnostic --quick        # about 3.5 minutes (quality at 16², 3 seeds, 3 budgets)
     python -m benchmarks.model_agnostic --sizes 224    # ResNet-18 at 224² (16-pixel cells)
 
 **Speed.** One image (seed 0), target 3, baseline 0, a grid of square cells over the channels
@@ -16,7 +16,8 @@ peers by a counting wrapper around the model):
 
 - ``ours``: ``jax.jit`` of the method on ``(m, x[, key])`` with its defaults
   (``batch_size="auto"``; ``feature_ablation`` incremental); ``ours, dense``:
-  ``feature_ablation(incremental=False)``;
+  ``feature_ablation(incremental=False)``; ``ours, batch_size 8``: ``shapley_sampling`` in
+  chunks of 8 instead of ``"auto"``'s (42 for the small CNN at 64², 13 for ResNet-18 at 112²);
 - ``forward floor``: the method's number of evaluations as full forwards of ``m.logits`` on
   distinct inputs, jitted, chunked as ours is (``chunked_map``, the same ``"auto"`` chunk);
 - ``captum default`` / ``captum tuned``: Captum's class with ``perturbations_per_eval=1`` (its
@@ -25,31 +26,35 @@ peers by a counting wrapper around the model):
 - small CNN only: ``shap`` (``KernelExplainer``, ``l1_reg=False``; ``PermutationExplainer``;
   ``PartitionExplainer``) on a function of a binary coalition matrix that applies the grid
   mask to the torch model (background: one all-zero row, ``shap.maskers.Independent``;
-  ``shap.maskers.Partition`` with ours' hierarchy of halves as its linkage), and ``lime``
-  (``LimeImageExplainer``, the grid as ``segmentation_fn``, ``hide_color=0``, default
-  ``batch_size=10`` and 64).
+  ``shap.maskers.Partition`` with the hierarchy of halves ``xc.owen`` documents as its
+  linkage), and ``lime`` (``LimeImageExplainer``, the grid as ``segmentation_fn``,
+  ``hide_color=0``, its default ``batch_size=10`` and 64).
 
 Budgets: ``feature_ablation`` K + 1; ``shapley_sampling`` P orders (4 small, 2 ResNet-18):
 ours P (K - 1) + 2, Captum P K + 1, shap ``max_evals = P/2 (2K + 1)`` (P/2 antithetic
-pairs); ``kernel_shap`` / ``lime`` S coalitions (256 small, 128 ResNet-18; ours evaluates
-S + 2 for Kernel SHAP); ``owen`` 256. Ours and Captum replay the same orders
+pairs); ``kernel_shap`` / ``lime`` S = 256 coalitions (Kernel SHAP needs at least K + 2: 198
+at K = 196; ours evaluates S + 2 for Kernel SHAP); ``owen`` 256. Ours and Captum replay the same orders
 (``permutations=``; Captum's module-level ``_perm_generator``, which
 ``ShapleyValueSampling.__init__`` stores and ``attribute`` iterates, is patched during
 construction), so their ``shapley_sampling`` must agree, as must ``feature_ablation``
 (``max rel diff``, relative to Captum's largest value; 1e-4). Kernel SHAP and LIME draw
 their own coalitions and fit different surrogates (Captum's ``Lime`` a Lasso, lime's a
-ridge), so only their times compare. Memory (ResNet-18): ``kernel_shap`` with 2000 coalitions
-(500 with ``--quick``) at ``batch_size`` 8 and 64, one call after compiling: the process's
-peak resident set growth (``measure``'s ``added_mib``) and XLA's temporary buffer size.
+ridge), so only their times compare. ``torch_forward_ms_at_batch_64``: the torch model's own
+forward per example. Memory (ResNet-18): ``kernel_shap`` with 2000 coalitions (500 with
+``--quick``) at ``batch_size`` 8 and 64, one call after compiling: the process's peak resident
+set growth (``measure``'s ``added_mib``) and XLA's temporary buffer size, also for a quarter
+of the coalitions (at least K + 2; compiled only).
 
 **Quality.** The small CNN at 64² in a 4x4 grid of 16-pixel cells (K = 16): all 2^16 coalition
 values are computed once with the model (``v(z)``, the game exact Shapley values need), exact
 Shapley values by ``xc.shapley``; then every estimator, ours and the peers', plays that game
 from the table (a lookup per evaluation, counted at the table), at budgets of about 64 to 2048
-evaluations, ``--seeds`` seeds each: ``xc.shapley_sampling`` (antithetic), ``xc.kernel_shap``,
-Captum ``ShapleyValueSampling`` (``n_samples = budget / K``) and ``KernelShap``, shap
-``PermutationExplainer`` and ``KernelExplainer`` (``l1_reg=False``). Error: ``|phi - exact|_2 /
-|exact|_2``, the mean over seeds.
+evaluations (64, 256, 1024 with ``--quick``), ``--seeds`` seeds each (5; 3 with ``--quick``):
+``xc.shapley_sampling`` (antithetic), ``xc.kernel_shap``, Captum ``ShapleyValueSampling``
+(``n_samples = budget / K``) and ``KernelShap``, shap ``PermutationExplainer`` and
+``KernelExplainer`` (``l1_reg=False``). Error: ``|phi - exact|_2 / |exact|_2``, the mean over
+seeds. ``--quick`` plays the game of the small CNN at 16² (4-pixel cells), whose table takes
+seconds rather than minutes.
 
 Writes ``results/model_agnostic-<machine>.json``, ``.md`` (the tables) and ``.png`` (error
 against evaluations, log-log) and prints the tables.
@@ -192,10 +197,12 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
     n_ours = orders * (k - 1) + 2
     rows = {"ours": run_ours(lambda: ours(lambda s: xc.shapley_sampling(s, feature_mask=mask, permutations=perms)),
                              n_ours),
+            "ours, batch_size 8": run_ours(lambda: ours(lambda s: xc.shapley_sampling(
+                s, feature_mask=mask, permutations=perms, batch_size=8)), n_ours),
             "forward floor": run_ours(lambda: floor(n_ours), n_ours)}
 
     def svs(p: int) -> Any:
-        replay = lambda features, samples: iter(perms.tolist())  # noqa: E731
+        replay = lambda features, samples: iter(perms.tolist())
         with mock.patch.object(shapley_value, "_perm_generator", replay):
             method = ShapleyValueSampling(counted)
         assert method.permutation_generator is replay
@@ -203,6 +210,7 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
                                 perturbations_per_eval=p)[0]
     rows.update(captum(svs))
     agree = {"ours": rel_diff(rows["ours"]["out"], rows["captum default"]["out"]),
+             "ours, batch_size 8": rel_diff(rows["ours, batch_size 8"]["out"], rows["captum default"]["out"]),
              "captum tuned": rel_diff(rows["captum tuned"]["out"], rows["captum default"]["out"])}
     if peers:
         game = _coalition_model(net, x_t, mask)
@@ -257,7 +265,7 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
         budget = coalitions
         rows = {"ours": run_ours(lambda: ours(lambda s: xc.owen(s, feature_mask=mask, samples=budget)), budget),
                 "forward floor": run_ours(lambda: floor(budget), budget)}
-        linkage = _linkage(m, x, mask)
+        linkage = _linkage(mask)
         partition = shap.PartitionExplainer(game, shap.maskers.Partition(np.zeros((1, k)), clustering=linkage))
         rows["shap PartitionExplainer"] = peer(lambda: _seeded(lambda: partition(
             np.ones((1, k)), max_evals=budget, silent=True).values[0]), game)
@@ -268,14 +276,22 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
     if memory_coalitions:
         _log(f"memory: kernel_shap with {memory_coalitions} coalitions")
         out["memory"] = {"coalitions": memory_coalitions, "rows": {}}
+        fewer = max(memory_coalitions // 4, k + 2)
+
+        def kernel_shap(samples: int, bs: int) -> Any:
+            fn = lambda m, x, key: xc.kernel_shap(  # noqa: E731
+                m.score(TARGET), feature_mask=mask, samples=samples, batch_size=bs)(x, key=key)
+            return jax.jit(fn).lower(m, x, key).compile()
+
+        def temp_mib(compiled: Any) -> float:
+            return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
         for bs in (8, 64):
-            fn = lambda m, x, key, bs=bs: xc.kernel_shap(  # noqa: E731
-                m.score(TARGET), feature_mask=mask, samples=memory_coalitions, batch_size=bs)(x, key=key)
-            compiled = jax.jit(fn).lower(m, x, key).compile()
-            r = measure(lambda: ((lambda: np.asarray(jax.block_until_ready(compiled(m, x, key)))), 0.0), 0)
+            compiled = kernel_shap(memory_coalitions, bs)
+            r = measure(lambda c=compiled: ((lambda: np.asarray(jax.block_until_ready(c(m, x, key)))), 0.0), 0)
             out["memory"]["rows"][bs] = {"seconds": r["seconds"], "peak_mib": r["peak_mib"],
-                                         "added_mib": r["added_mib"],
-                                         "xla_temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20}
+                                         "added_mib": r["added_mib"], "xla_temp_mib": temp_mib(compiled),
+                                         f"xla_temp_mib_at_{fewer}": temp_mib(kernel_shap(fewer, bs))}
     return out
 
 
@@ -321,29 +337,27 @@ def _lime_weights(explanation: Any, k: int) -> Any:
     return weights
 
 
-def _linkage(m: Any, x: Any, mask: Any) -> Any:
-    """ours' hierarchy of halves (``xai_core.attribution.owen.halves``) as a scipy linkage matrix
-    for ``shap.maskers.Partition``: children before parents, distance the node's height."""
+def _linkage(mask: Any) -> Any:
+    """The hierarchy ``xc.owen`` documents (and shap's image masker builds): the features, by
+    their centroid in the mask, sorted (stably) along the axis they span most and split in
+    halves, recursively; as a scipy linkage matrix for ``shap.maskers.Partition`` (children
+    before parents, distance the node's height)."""
     import numpy as np
-
-    from xai_core.attribution.features import game
-    from xai_core.attribution.owen import halves
-    members, children = halves(game(m.score(TARGET), x, mask, 0.0, None, "auto", "owen"))
-    k = members.shape[1]
-    ids: dict[int, int] = {}
+    ids = mask.ravel()
+    k = int(ids.max()) + 1
+    grids = np.indices(mask.shape).reshape(mask.ndim, -1)
+    where = np.stack([np.bincount(ids, weights=axis, minlength=k) for axis in grids], 1) / np.bincount(ids)[:, None]
     rows: list[list[float]] = []
 
-    def visit(node: int) -> tuple[int, int]:
-        lo, hi = children[node]
-        if lo < 0:
-            return int(np.flatnonzero(members[node])[0]), 0
-        (a, ha), (b, hb) = visit(lo), visit(hi)
-        height = max(ha, hb) + 1
-        rows.append([a, b, height, members[node].sum()])
-        ids[node] = k + len(rows) - 1
-        return ids[node], height
+    def build(group: Any) -> tuple[int, int]:
+        if group.size == 1:
+            return int(group[0]), 0
+        group = group[np.argsort(where[group, int(np.argmax(np.ptp(where[group], axis=0)))], kind="stable")]
+        (a, ha), (b, hb) = build(group[: group.size // 2]), build(group[group.size // 2:])
+        rows.append([a, b, max(ha, hb) + 1, group.size])
+        return k + len(rows) - 1, max(ha, hb) + 1
 
-    visit(0)
+    build(np.arange(k))
     return np.array(rows, dtype=np.float64)
 
 
@@ -351,7 +365,7 @@ def _finish(rows: dict[str, dict[str, Any]], agreement: dict[str, float], **extr
     """Rows without their outputs, with per-evaluation times and the ratios to ours."""
     ours = rows["ours"]["seconds"]
     _log(", ".join(f"{label} {r['seconds']:.2f} s" for label, r in rows.items()))
-    out = {"rows": {}, "max_rel_diff_vs_captum": agreement, **extra}
+    out = {"rows": {}, "max_rel_diff_vs_captum": agreement, "load_average_after": os.getloadavg()[0], **extra}
     for label, r in rows.items():
         row = {k: v for k, v in r.items() if k not in ("out", "runs")}
         row["ms_per_evaluation"] = 1e3 * r["seconds"] / max(r["evaluations"], 1)
@@ -479,7 +493,8 @@ def quality(side: int, grid: int, budgets: tuple[int, ...], seeds: int) -> dict[
 
 def _quality_targets(curves: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     """Per budget: the best peer's error, ours', and the evaluations ours needs to reach that
-    peer's error (log-log interpolation of our curve; None past its ends) over the peer's."""
+    peer's error over the peer's: log-log interpolation at the first budget where our curve is at
+    or below it; ``bound`` "<=" where our smallest budget already is; None where no budget is."""
     import numpy as np
     out = {}
     for i in range(len(next(iter(curves.values())))):
@@ -491,12 +506,14 @@ def _quality_targets(curves: dict[str, list[dict[str, float]]]) -> dict[str, Any
             e = np.log([p["error"] for p in curves[ours]])
             n = np.log([p["evaluations"] for p in curves[ours]])
             goal = math.log(peers[best]["error"])
-            needed = None
-            if e.min() <= goal <= e.max():
-                order = np.argsort(e)
-                needed = float(np.exp(np.interp(goal, e[order], n[order])))
+            needed, bound = None, "="
+            if goal >= e[0]:  # reached at our smallest budget already: at most that many
+                needed, bound = float(np.exp(n[0])), "<="
+            elif e.min() <= goal:  # the first crossing, interpolated in log-log
+                j = int(np.argmax(e <= goal))
+                needed = float(np.exp(np.interp(goal, [e[j], e[j - 1]], [n[j], n[j - 1]])))
             row[ours] = {"error": curves[ours][i]["error"], "evaluations": curves[ours][i]["evaluations"],
-                         "evaluations_to_match": needed,
+                         "evaluations_to_match": needed, "bound": bound,
                          "fraction_of_peer": None if needed is None else needed / peers[best]["evaluations"]}
         out[str(row["budget"])] = row
     return out
@@ -507,7 +524,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     q = result["quality"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for name, curve in q["curves"].items():
         ax.loglog([p["evaluations"] for p in curve], [p["error"] for p in curve], "o-" if name.startswith("xc.")
                   else "s--", label=name, lw=2 if name.startswith("xc.") else 1)
@@ -515,7 +532,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("relative L2 error to exact Shapley")
     ax.set_title(f"Small CNN, {q['side']}², {q['features']} grid cells, mean of {q['seeds']} seeds")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -532,17 +549,25 @@ def markdown(result: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in {**info["versions"], **result["versions_extra"]}.items()) + ".", ""]
     for s in result["speed"]:
         lines += [f"## {s['model']}, {s['side']}², {s['cell']}-pixel cells (K = {s['features']}), "
-                  f"chunk {s['chunk']}", "", table(s), ""]
+                  f"chunk {s['chunk']}", "", f"torch's own forward at batch 64: "
+                  f"{s['torch_forward_ms_at_batch_64']:.2f} ms per example.", "", table(s), ""]
         if "memory" in s:
             mem = s["memory"]
+            fewer = max(mem["coalitions"] // 4, s["features"] + 2)
             lines += [f"`kernel_shap`, {mem['coalitions']} coalitions:", "",
-                      "| batch_size | seconds | added RSS MiB | peak RSS MiB | XLA temp MiB |",
-                      "|---:|---:|---:|---:|---:|"]
+                      "| batch_size | seconds | added RSS MiB | peak RSS MiB | XLA temp MiB | "
+                      f"XLA temp MiB at {fewer} |", "|---:|---:|---:|---:|---:|---:|"]
             lines += [f"| {bs} | {r['seconds']:.2f} | {r['added_mib']:.0f} | {r['peak_mib']:.0f} | "
-                      f"{r['xla_temp_mib']:.1f} |" for bs, r in mem["rows"].items()]
+                      f"{r['xla_temp_mib']:.1f} | {r[f'xla_temp_mib_at_{fewer}']:.1f} |"
+                      for bs, r in mem["rows"].items()]
             lines.append("")
     if "quality" in result:
-        lines += ["## Quality", "", quality_table(result["quality"]), ""]
+        q = result["quality"]
+        lines += ["## Quality", "",
+                  f"Small CNN at {q['side']}², a {q['grid']}x{q['grid']} grid (K = {q['features']}); the "
+                  f"2^{q['features']} coalition values took {q['table_seconds']:.0f} s; relative L2 error to exact "
+                  f"Shapley values, mean of {q['seeds']} seeds (evaluations in brackets).", "",
+                  quality_table(q), ""]
     return "\n".join(lines)
 
 
@@ -570,7 +595,7 @@ def quality_table(q: dict[str, Any]) -> str:
     lines = ["| budget | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
     for i, budget in enumerate(q["budgets"]):
         lines.append(f"| {budget} | " + " | ".join(
-            f"{q['curves'][n][i]['error']:.3f} ({q['curves'][n][i]['evaluations']})" for n in names) + " |")
+            f"{q['curves'][n][i]['error']:.1e} ({q['curves'][n][i]['evaluations']})" for n in names) + " |")
     lines += ["", "| budget | best peer (error, evaluations) | " + " | ".join(
         f"{n}: error, evaluations to match / peer's" for n in names if n.startswith("xc.")) + " |",
         "|---:|---|" + "---|" * sum(n.startswith("xc.") for n in names)]
@@ -578,8 +603,9 @@ def quality_table(q: dict[str, Any]) -> str:
         cells = []
         for n in (n for n in names if n.startswith("xc.")):
             frac = t[n]["fraction_of_peer"]
-            cells.append(f"{t[n]['error']:.3f}, {'-' if frac is None else f'{frac:.2f}'}")
-        lines.append(f"| {budget} | {t['best_peer']} ({t['best_peer_error']:.3f}, {t['best_peer_evaluations']}) | "
+            bound = "" if t[n]["bound"] == "=" else "<= "
+            cells.append(f"{t[n]['error']:.1e}, {'not reached' if frac is None else f'{bound}{frac:.2f}'}")
+        lines.append(f"| {budget} | {t['best_peer']} ({t['best_peer_error']:.1e}, {t['best_peer_evaluations']}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -589,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="112", help="ResNet-18 image sides, comma-separated ('' for none)")
     parser.add_argument("--small-size", type=int, default=64, help="the small CNN's image side (speed; 0: skip)")
     parser.add_argument("--quality-size", type=int, default=None,
-                        help="the small CNN's side for quality (default 64, 32 with --quick; 0: skip)")
+                        help="the small CNN's side for quality (default 64, 16 with --quick; 0: skip)")
     parser.add_argument("--quality-grid", type=int, default=4, help="grid cells per side for quality (K = grid²)")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
@@ -618,7 +644,7 @@ def main(argv: list[str] | None = None) -> None:
                                      coalitions=256, repeats=repeats, peers=False,
                                      memory_coalitions=500 if args.quick else 2000))
         print(table(result["speed"][-1]), flush=True)
-    quality_size = args.quality_size if args.quality_size is not None else (32 if args.quick else 64)
+    quality_size = args.quality_size if args.quality_size is not None else (16 if args.quick else 64)
     if quality_size:
         result["quality"] = quality(quality_size, args.quality_grid, budgets, seeds)
         print(quality_table(result["quality"]), flush=True)

@@ -87,7 +87,7 @@ def _incremental_values(g: Game, starts: np.ndarray, window: tuple[int, ...]) ->
                           jax.lax.dynamic_slice(x, box, window))
         return changed(box, patch).astype(g.acc)
 
-    return chunked_map(off, g.k, g.chunk)
+    return chunked_map(off, g.k, g.box_chunk)
 
 
 def shapley(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, baselines: Any = None,
