@@ -17,7 +17,7 @@ peers by a counting wrapper around the model):
 - ``ours``: ``jax.jit`` of the method on ``(m, x[, key])`` with its defaults
   (``batch_size="auto"``; ``feature_ablation`` incremental); ``ours, dense``:
   ``feature_ablation(incremental=False)``; ``ours, batch_size 8``: ``shapley_sampling`` in
-  chunks of 8 instead of ``"auto"``'s (42 for the small CNN at 64², 13 for ResNet-18 at 112²);
+  chunks of 8 instead of ``"auto"``'s (16 for the small CNN at 64², 13 for ResNet-18 at 112²);
 - ``forward floor``: the method's number of evaluations as full forwards of ``m.logits`` on
   distinct inputs, jitted, chunked as ours is (``chunked_map``, the same ``"auto"`` chunk);
 - ``captum default`` / ``captum tuned``: Captum's class with ``perturbations_per_eval=1`` (its
@@ -118,7 +118,8 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
     import xai_core as xc
     from benchmarks.run import measure, rel_diff
     from xai_core.adapters import from_torch
-    from xai_core.core.chunking import FORWARD_ELEMENTS_PER_CORE, chunked_map, resolve_batch_size
+    from xai_core.attribution.features import game
+    from xai_core.core.chunking import chunked_map
 
     x_t = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     m = from_torch(net, x_t)
@@ -126,7 +127,7 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
     mask = _grid(side, cell)
     k = int(mask.max()) + 1
     mask_t = torch.as_tensor(mask[None], dtype=torch.long)  # (1, 1, H, W): Captum's broadcastable mask
-    chunk = resolve_batch_size("auto", [x], FORWARD_ELEMENTS_PER_CORE, least=8)  # what ours' "auto" picks
+    chunk = game(m.score(TARGET), x, mask, 0.0, None, "auto", "benchmark").chunk  # what ours' "auto" picks
     key = jax.random.key(0)
     perms = np.stack([np.random.default_rng(i).permutation(k) for i in range(orders)])
     counted = Counting(net)
@@ -388,8 +389,8 @@ def quality(side: int, grid: int, budgets: tuple[int, ...], seeds: int) -> dict[
     import xai_core as xc
     from benchmarks.models import torch_small_resnet
     from xai_core.adapters import from_torch
-    from xai_core.attribution.features import bits
-    from xai_core.core.chunking import FORWARD_ELEMENTS_PER_CORE, chunked_map, resolve_batch_size
+    from xai_core.attribution.features import bits, game
+    from xai_core.core.chunking import chunked_map
 
     net = torch_small_resnet()
     x_t = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
@@ -397,7 +398,7 @@ def quality(side: int, grid: int, budgets: tuple[int, ...], seeds: int) -> dict[
     x = jnp.asarray(x_t[0].numpy())
     mask = _grid(side, side // grid)
     k = grid * grid
-    chunk = resolve_batch_size("auto", [x], FORWARD_ELEMENTS_PER_CORE, least=8)
+    chunk = game(m.score(TARGET), x, mask, 0.0, None, "auto", "benchmark").chunk
     ids = jnp.asarray(mask)
 
     _log(f"quality: all 2^{k} coalition values of the small CNN at {side}²")

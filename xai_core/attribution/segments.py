@@ -3,7 +3,7 @@
 Every function returns an ``int32`` array of feature ids ``0..K-1`` that broadcasts to the
 input (Captum's ``feature_mask`` convention): images get a size-1 channel axis, so a feature
 holds all channels of its pixels; token sequences get a size-1 width axis, so a feature holds a
-token's whole embedding. Superpixels come from scikit-image (``pip install scikit-image``).
+token's whole embedding. Superpixels come from scikit-image (``pip install 'xai-core[segments]'``).
 
 >>> import xai_core as xc
 >>> xc.segments.grid((4, 4, 3), cell=2)[..., 0]
@@ -45,7 +45,7 @@ def _skimage(name: str) -> Any:
     try:
         from skimage import segmentation
     except ImportError as e:
-        raise ImportError(f"segments.{name} uses scikit-image: pip install scikit-image "
+        raise ImportError(f"segments.{name} uses scikit-image: pip install 'xai-core[segments]' (or scikit-image) "
                           "(or use segments.grid, which needs nothing).") from e
     return getattr(segmentation, name)
 
