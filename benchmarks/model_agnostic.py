@@ -227,12 +227,16 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
                                           with_key=True), coalitions + 2),
             "forward floor": run_ours(lambda: floor(coalitions + 2), coalitions + 2)}
 
-    def kshap(p: int) -> Any:
-        torch.manual_seed(0)
-        with no_grad():
-            return KernelShap(counted).attribute(x_t, baselines=0.0, target=TARGET, feature_mask=mask_t,
+    def surrogate(method: Any) -> Callable[[int], Any]:
+        """Captum's ``KernelShap`` or ``Lime`` on S coalitions, ``p`` per evaluation."""
+        def run(p: int) -> Any:
+            torch.manual_seed(0)
+            with no_grad():
+                return method(counted).attribute(x_t, baselines=0.0, target=TARGET, feature_mask=mask_t,
                                                  n_samples=coalitions, perturbations_per_eval=p)[0]
-    rows.update(captum(kshap))
+        return run
+
+    rows.update(captum(surrogate(KernelShap)))
     if peers:
         import shap
         kernel = shap.KernelExplainer(game, np.zeros((1, k)))
@@ -243,13 +247,7 @@ def speed(name: str, net: Any, side: int, cell: int, orders: int, coalitions: in
     rows = {"ours": run_ours(lambda: ours(lambda s: xc.lime(s, feature_mask=mask, samples=coalitions),
                                           with_key=True), coalitions),
             "forward floor": run_ours(lambda: floor(coalitions), coalitions)}
-
-    def captum_lime(p: int) -> Any:
-        torch.manual_seed(0)
-        with no_grad():
-            return Lime(counted).attribute(x_t, baselines=0.0, target=TARGET, feature_mask=mask_t,
-                                           n_samples=coalitions, perturbations_per_eval=p)[0]
-    rows.update(captum(captum_lime))
+    rows.update(captum(surrogate(Lime)))
     if peers:
         from lime.lime_image import LimeImageExplainer
         image = x_t[0].permute(1, 2, 0).double().numpy()

@@ -82,17 +82,18 @@ def owen(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0, basel
         # a level d is expanded only if the budget covered 2 (1 + 4 + ... + 4^(d-1)) evaluations before it
         order, span, children = halves(g, depth=int(math.log(1.5 * budget + 1, 4)) + 2)
         rank = jnp.asarray(np.argsort(order))       # where each feature sits in the order
+        spans = jnp.asarray(span)
         position = jnp.arange(g.k)
         credit = jnp.zeros(g.k + 1, g.acc)          # per position, as differences (a group is a run)
 
         def share(value: jax.Array, nodes: Any) -> jax.Array:
             """Add ``value`` of each node, shared equally over its run, to ``credit``'s differences."""
-            start, stop = jnp.asarray(span)[nodes].T
+            start, stop = spans[nodes].T
             per = value / (stop - start)
             return jnp.zeros(g.k + 1, g.acc).at[start].add(per).at[stop].add(-per)
 
         def run(nodes: Any) -> jax.Array:
-            start, stop = jnp.asarray(span)[nodes].T
+            start, stop = spans[nodes].T
             return (position >= start[:, None]) & (position < stop[:, None])
 
         def pair(context: jax.Array, lo: Any, hi: Any) -> tuple[jax.Array, jax.Array]:

@@ -65,10 +65,11 @@ def _shap_plan(k: int, samples: int) -> tuple[np.ndarray, np.ndarray, int, np.nd
     return enumerated, np.array(weights), left, rest / max(rest.sum(), 1e-300), float(rest.sum())
 
 
-def _kernel_draws(key: Any, k: int, samples: int) -> tuple[jax.Array, jax.Array]:
-    """Coalitions and weights of shap's plan: enumerated sizes, then random coalitions of the other
-    sizes in complementary pairs, each weighted ``mass_left / draws``."""
-    enumerated, weights, left, p, mass_left = _shap_plan(k, samples)
+def _kernel_draws(key: Any, k: int, plan: tuple[np.ndarray, np.ndarray, int, np.ndarray, float]
+                  ) -> tuple[jax.Array, jax.Array]:
+    """Coalitions and weights of shap's plan (:func:`_shap_plan`): enumerated sizes, then random
+    coalitions of the other sizes in complementary pairs, each weighted ``mass_left / draws``."""
+    enumerated, weights, left, p, mass_left = plan
     if left <= 0 or p.size == 0:
         return jnp.asarray(enumerated), jnp.asarray(weights)
     pairs = math.ceil(left / 2)
@@ -130,11 +131,11 @@ def kernel_shap(score_fn: ScoreFn, feature_mask: Any = None, baseline: Any = 0.0
             if n < g.k + 2:
                 raise ValueError(f"kernel_shap: samples={n} is too few for {g.k} features: the regression needs at "
                                  f"least K + 2 = {g.k + 2} coalitions (shap's default is 2K + 2048 = {2 * g.k + 2048}).")
-            n = min(n, 2 ** g.k - 2) if g.k <= 30 else n
-            if key is None and _shap_plan(g.k, n)[2] > 0:
+            plan = _shap_plan(g.k, min(n, 2 ** g.k - 2) if g.k <= 30 else n)
+            if key is None and plan[2] > 0:
                 raise ValueError("kernel_shap draws random coalitions and needs an explicit key: "
                                  "fn(x, key=jax.random.key(0)), or replay them with coalitions=.")
-            z, w = _kernel_draws(key, g.k, n) if g.k > 1 else (jnp.zeros((0, 1), bool), jnp.zeros(0))
+            z, w = _kernel_draws(key, g.k, plan)
         none, full = g.value(jnp.zeros(g.k, bool)), g.value(jnp.ones(g.k, bool))
         total = full - none
         if g.k == 1:
