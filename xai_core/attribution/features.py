@@ -30,6 +30,7 @@ import numpy as np
 from xai_core.attribution.expectations import _background
 from xai_core.core.checks import ScoreFn, check_batch_size, checked_score, is_concrete
 from xai_core.core.chunking import (
+    CPU_FORWARD_CHUNK,
     FORWARD_ELEMENTS_PER_CORE,
     accumulation_dtype,
     chunked_map,
@@ -37,13 +38,6 @@ from xai_core.core.chunking import (
 )
 from xai_core.core.inputs import Inputs, split_inputs
 from xai_core.core.inputs import baselines as leaf_baselines
-
-
-CPU_GAME_CHUNK = 16
-"""The most coalitions ``"auto"`` evaluates at once on a CPU (whole forwards; incremental boxes
-take occlusion's larger chunks). On 2 cores, Kernel SHAP's 256 coalitions through ``from_torch``
-took 3.7-3.8 ms each at chunks of 4-16 and 4.8 ms at 42 on the small residual CNN (64x64), and
-on a ResNet-18 at 112x112 6.8 ms at 13, 7.8 ms at 8 and 13.6 ms at 4."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,6 @@ def feature_masks(inputs: Inputs, feature_mask: Any, method: str) -> tuple[list[
         if not np.issubdtype(m.dtype, np.integer):
             raise TypeError(f"{method}: feature_mask must hold integer feature ids, got dtype {m.dtype}.")
         try:
-            np.broadcast_shapes(m.shape, a.shape)
             ok = np.broadcast_shapes(m.shape, a.shape) == a.shape
         except ValueError:
             ok = False
@@ -137,8 +130,9 @@ def game(score_fn: ScoreFn, x: Any, feature_mask: Any, baseline: Any, baselines:
             raise ValueError(f"{method}: give baseline= (one value) or baselines= (a background set), not both.")
         fills, sets = None, _background(inputs, baselines, method)
         value, n = (lambda z: jnp.mean(jax.vmap(lambda *bs: at(z, list(bs)))(*sets))), sets[0].shape[0]
-    boxes = resolve_batch_size(batch_size, xs, max(1, FORWARD_ELEMENTS_PER_CORE // n), least=8)
-    whole = boxes if batch_size != "auto" or jax.default_backend() != "cpu" else min(boxes, CPU_GAME_CHUNK)
+    per_core = max(1, FORWARD_ELEMENTS_PER_CORE // n)
+    whole = resolve_batch_size(batch_size, xs, per_core, least=8, most=CPU_FORWARD_CHUNK)
+    boxes = resolve_batch_size(batch_size, xs, per_core, least=8)
     return Game(k, inputs, masks, fills, leaf_score, value, whole, boxes, acc)
 
 

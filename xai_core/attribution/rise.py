@@ -23,6 +23,7 @@ from xai_core.core.checks import (
     checked_score,
 )
 from xai_core.core.chunking import (
+    CPU_FORWARD_CHUNK,
     DEFAULT_BATCH_SIZE,
     FORWARD_ELEMENTS_PER_CORE,
     accumulation_dtype,
@@ -78,7 +79,7 @@ def rise(score_fn: ScoreFn, samples: int = 2000, grid: int = 7, p: float = 0.5, 
             full = m if channel is None else jnp.expand_dims(m, channel)
             return score(inputs.score_input([(a * full + fill * (1 - full)).astype(a.dtype)])).astype(acc) * m
 
-        chunk = resolve_batch_size(batch_size, [a], FORWARD_ELEMENTS_PER_CORE, least=8)
+        chunk = resolve_batch_size(batch_size, [a], FORWARD_ELEMENTS_PER_CORE, least=8, most=CPU_FORWARD_CHUNK)
         saliency = chunked_sum(term, n, chunk) / (n * p)
         full = saliency if channel is None else jnp.expand_dims(saliency, channel)
         return inputs.result([jnp.broadcast_to(full, a.shape).astype(a.dtype)])
