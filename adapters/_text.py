@@ -50,6 +50,7 @@ class _Text:
     ids_leaf: int             # which leaf of one example's inputs holds the token ids
     treedef: Any              # structure of one example's inputs
     pad_id: int
+    context: int | None       # the longest sequence the model takes (its position table), if known
 
 
 class TextModel(Model):
@@ -65,11 +66,14 @@ class TextModel(Model):
         example: one example's inputs (arrays or ``ShapeDtypeStruct``s): the token ids, or a
             pytree holding them (a dict's ``"input_ids"``, else its only integer leaf).
         pad_id: the padding token (the default baseline token).
+        context: the longest sequence the model takes (a position table's size), if known;
+            :mod:`xai_core.lm` refuses longer prompts plus targets.
         **options: passed to :class:`Model` (``output``, ``name``, ...).
     """
 
     def __init__(self, apply_text: Callable[[Any, Any], Any], apply_ids: Callable[[Any, Any], Any],
-                 params: Any, *, embedding: str, example: Any, pad_id: int = 0, **options: Any) -> None:
+                 params: Any, *, embedding: str, example: Any, pad_id: int = 0, context: int | None = None,
+                 **options: Any) -> None:
         super().__init__(apply_text, params, **options)
         name = self.name
         leaves, treedef = jax.tree_util.tree_flatten_with_path(example)
@@ -79,7 +83,8 @@ class TextModel(Model):
             raise ValueError(f"{name}: cannot tell which input holds the token ids: give them as the one "
                              "integer input, or under the key 'input_ids' of a dict of inputs.")
         ids_model = Model(apply_ids, params, name=name, warn_probabilities=False)
-        self._static.extra = _Text(ids_model, embedding, (named or ints)[0], treedef, int(pad_id))
+        self._static.extra = _Text(ids_model, embedding, (named or ints)[0], treedef, int(pad_id),
+                                    None if context is None else int(context))
         ids_model._program(example)  # trace it: its layers name the split points
         layers = {layer.name: layer for layer in ids_model.layers}
         if embedding not in layers:
@@ -100,6 +105,11 @@ class TextModel(Model):
     def pad_id(self) -> int:
         """The padding token: the default baseline token, and what :meth:`pad` fills with."""
         return self._text.pad_id
+
+    @property
+    def context(self) -> int | None:
+        """The longest sequence the model takes (its position table's size), or ``None`` if unknown."""
+        return self._text.context
 
     def embed(self, inputs: Any) -> jax.Array:
         """The embedding layer's output for one example's inputs: ``(tokens, width)``."""
@@ -139,11 +149,18 @@ class TextModel(Model):
         mask = np.zeros((len(sequences), n), np.int32)
         for row, seq in enumerate(sequences):
             ids[row, :len(seq)], mask[row, :len(seq)] = seq, 1
+        return self.from_ids(jnp.asarray(ids), jnp.asarray(mask))
+
+    def from_ids(self, ids: jax.Array, attention_mask: jax.Array | None = None) -> Any:
+        """Token ids (a traced array works) in the structure of the model's inputs: the ids
+        alone, or a dict with ``attention_mask`` (default ones) and any other entry zeros."""
+        text = self._text
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-            self._text.treedef.unflatten([0] * self._text.treedef.num_leaves))[0]]
-        filled = [ids if k == self._text.ids_leaf else mask if p == "['attention_mask']" else np.zeros_like(ids)
+            text.treedef.unflatten([0] * text.treedef.num_leaves))[0]]
+        mask = jnp.ones_like(ids) if attention_mask is None else attention_mask
+        filled = [ids if k == text.ids_leaf else mask if p == "['attention_mask']" else jnp.zeros_like(ids)
                   for k, p in enumerate(paths)]
-        return jax.tree.map(jnp.asarray, self._text.treedef.unflatten(filled))
+        return text.treedef.unflatten(filled)
 
 
 register_model_pytree(TextModel)

@@ -84,6 +84,17 @@ def _pad_id(module: Any) -> int:
     return 0 if pad is None else int(pad)
 
 
+def _context(module: Any) -> int | None:
+    """A HuggingFace model's position table size (``max_position_embeddings``, GPT-2's
+    ``n_positions``), or ``None``."""
+    config = getattr(module, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 class _Replacement:
     """While tracing, the embedding module's output is replaced by given embeddings."""
 

@@ -48,7 +48,7 @@ from xai_core import graph
 from ._base import Model, OutputMode, mark_batch_of_one
 from ._shapes import _shapes
 from ._text import TextModel
-from ._torch_inputs import _embedding_module, _example, _pad_id, _Replacement, _warn_float64
+from ._torch_inputs import _context, _embedding_module, _example, _pad_id, _Replacement, _warn_float64
 
 __all__ = ["from_torch"]
 
@@ -197,7 +197,7 @@ def from_torch(module: Any, example_input: Any, *, output: OutputMode = "logits"
             m.jaxpr(spec)  # trace now: unsupported ops and shape errors surface here
             return m
         return TextModel(lambda p, x: run(p, x["inputs"], x["embeddings"]), run, params,
-                         embedding=replace.name, example=spec, pad_id=_pad_id(module),
+                         embedding=replace.name, example=spec, pad_id=_pad_id(module), context=_context(module),
                          output=output, name=name)
     except ValueError as e:
         if isinstance(e.__cause__, (_UnsupportedOp, _NotOneTensor)):

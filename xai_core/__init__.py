@@ -55,7 +55,7 @@ from xai_core.attribution.tokens import token_scores  # noqa: E402
 from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp  # noqa: E402
 from xai_core.inside import cam, featureviz, layer  # noqa: E402
 from xai_core.registry import attribute, methods, register  # noqa: E402
-from xai_core import metrics, viz  # noqa: E402
+from xai_core import lm, metrics, viz  # noqa: E402
 from xai_core.metrics.evaluation import evaluate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -81,6 +81,7 @@ __all__ = [
     "kernel_shap",
     "layer",
     "lime",
+    "lm",
     "lrp",
     "methods",
     "metrics",

@@ -8,6 +8,8 @@ map (white at zero to dark red).
 - :mod:`xai_core.viz.images`: image maps, ``heatmap``, ``overlay``, ``save_grid`` (PNG).
 - :mod:`xai_core.viz.text`: per-token scores, ``text_html``, ``text_image``, ``save_text``
   (HTML or PNG).
+- :mod:`xai_core.viz.matrix`: a labelled matrix of scores (output x prompt tokens),
+  ``matrix_html``, ``matrix_image``.
 - :mod:`xai_core.viz.layers`: a layer's channels (``activation_grid``, ``save_activations``)
   and feature visualizations (``save_features``).
 
@@ -21,7 +23,8 @@ Example:
 
 from xai_core.viz.images import heatmap, overlay, save_grid
 from xai_core.viz.layers import activation_grid, save_activations, save_features
+from xai_core.viz.matrix import matrix_html, matrix_image
 from xai_core.viz.text import save_text, text_html, text_image
 
-__all__ = ["activation_grid", "heatmap", "overlay", "save_activations", "save_features", "save_grid", "save_text",
-           "text_html", "text_image"]
+__all__ = ["activation_grid", "heatmap", "matrix_html", "matrix_image", "overlay", "save_activations",
+           "save_features", "save_grid", "save_text", "text_html", "text_image"]

@@ -1,0 +1,192 @@
+"""Which prompt tokens caused each generated token: ``xc.lm.attribute``.
+
+Every output token's score and the whole output's score (:mod:`xai_core.lm.sequences`) come
+from one teacher-forced forward pass; a method then attributes all ``1 + T`` of them at once by
+``jax.vmap`` over the output index. ``vmap`` batches only what depends on that index, so the
+forward passes are shared: a gradient method runs one forward and one batched backward pass
+(per IG step), a perturbation method evaluates each perturbation once for every output.
+
+- Gradient methods (``gradient``, ``gradient_x_input``, ``ig``, ``smoothgrad``, ``lrp``) attribute the
+  embedding layer's output, as Captum's ``LLMGradientAttribution(LayerIntegratedGradients)``:
+  IG's baseline puts ``baseline_token``'s embedding at every attributed prompt position while
+  the output tokens (and skipped tokens) keep their own. ``reduce`` sums (or takes the L2 norm
+  of) each token's row; a segment of several tokens sums its tokens (L2: the root of the sum of
+  squares).
+- Perturbation methods (``feature_ablation``, ``shapley``, ``shapley_sampling``, ``kernel_shap``,
+  ``lime``) play the coalition game of :mod:`xai_core.attribution.features` over segments, a
+  segment switched off by putting ``baseline_token`` at its positions, as Captum's
+  ``LLMAttribution`` with ``TextTokenInput(baselines=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_core.core.checks import check_choice
+from xai_core.lm import sequences as seqs
+from xai_core.lm.result import LMAttributionResult
+from xai_core.lm.segments import Features, features
+from xai_core.registry import attribute as attribute_x
+
+GRADIENT = {"gradient": "l2", "saliency": "l2", "gradient_x_input": "sum", "input_x_gradient": "sum",
+            "ig": "sum", "integrated_gradients": "sum", "smoothgrad": "l2", "lrp": "sum"}
+"""Gradient methods and their default ``reduce`` over the embedding axis."""
+PERTURBATION = ("feature_ablation", "shapley", "shapley_sampling", "kernel_shap", "lime")
+BASELINED = ("ig", "integrated_gradients")
+REDUCE = ("sum", "l2")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What one compiled program computes (hashable: programs are cached per spec)."""
+
+    method: str
+    options: tuple[tuple[str, Any], ...]
+    score: seqs.Score
+    reduce: str
+    k: int  # features per example (perturbation methods), else 0
+
+
+def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig", *,
+              baseline_token: int | None = None, tokenizer: Any = None, score: seqs.Score = "log_prob",
+              foil: Any = None, reduce: str | None = None, segments: Any = None, skip: Sequence[int] = (),
+              max_new_tokens: int = 16, eos_token: int | None = None, key: Any = None,
+              context: int | None = None, **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
+    """Attribute each output token of a causal language model to the prompt's tokens.
+
+    Args:
+      m: a causal LM as a text model (``from_torch(AutoModelForCausalLM..., {"input_ids": ids,
+        "attention_mask": mask})``, ``from_keras``, ``from_flax``).
+      prompt_ids: one prompt's token ids, or a list of prompts (then a list of results,
+        computed as one padded batch).
+      target_ids: the output to explain (ids, or one per prompt); ``None`` generates it greedily
+        (:func:`xai_core.lm.generate`, ``max_new_tokens``, ``eos_token``).
+      method: a gradient method (``"gradient"``, ``"gradient_x_input"``, ``"ig"``, ``"smoothgrad"``,
+        ``"lrp"``) or a perturbation method (``"feature_ablation"``, ``"shapley"``,
+        ``"shapley_sampling"``, ``"kernel_shap"``, ``"lime"``); ``**options`` go to it
+        (``steps=``, ``rule=``, ``samples=``, ...), ``key`` too.
+      baseline_token: the id put at a prompt position switched off, and IG's baseline
+        (default the model's pad id).
+      tokenizer: optional; gives token strings (``convert_ids_to_tokens``) and ``segments="words"``.
+      score: ``"log_prob"`` (default), ``"prob"``, ``"logit"``, ``"contrast"`` (with ``foil``: one
+        id, or one per output token) or ``score(logits, token, foil) -> scalar`` (see
+        :mod:`xai_core.lm.sequences`).
+      reduce: ``"sum"`` or ``"l2"`` over the embedding axis (gradient methods; default ``"l2"`` for
+        the plain gradient and SmoothGrad, else ``"sum"``).
+      segments: the features: ``None`` (tokens), ``"words"``, ``"sentences"``, a list of
+        ``(start, stop)`` spans, or an int per prompt token (``-1``: not attributed).
+      skip: token ids never attributed (a BOS, a chat template's special tokens).
+      context: the model's longest sequence, where the adapter does not know it.
+
+    Returns:
+      :class:`xai_core.lm.LMAttributionResult` (``token_attr`` ``(n_output, n_input)``,
+      ``seq_attr``, ``output_scores``, ``to_html``, ``save``, ``to_json``), or a list of them.
+
+    Example:
+        >>> res = xc.lm.attribute(m, prompt_ids, target_ids, method="ig", steps=32)  # doctest: +SKIP
+        >>> res.token_attr.shape  # doctest: +SKIP
+        (3, 7)
+    """
+    seqs.check_model(m)
+    check_choice(method, (*GRADIENT, *PERTURBATION), "method", "xc.lm.attribute")
+    if not callable(score):
+        check_choice(score, seqs.SCORES, "score", "xc.lm.attribute")
+    if (score == "contrast") != (foil is not None):
+        raise ValueError("xc.lm.attribute: score='contrast' needs foil= (the token the output is contrasted with), "
+                         "and foil= needs score='contrast'.")
+    reduce = GRADIENT.get(method, "sum") if reduce is None else reduce
+    check_choice(reduce, REDUCE, "reduce", "xc.lm.attribute")
+    many = _is_batch(prompt_ids)
+    prompts = [seqs.as_ids(p, "prompt_ids") for p in (prompt_ids if many else [prompt_ids])]
+    if target_ids is None:
+        targets = seqs.generate(m, prompts, max_new_tokens, eos_token)
+    else:
+        if many and len(target_ids) != len(prompts):
+            raise ValueError(f"xc.lm.attribute: {len(prompts)} prompts but {len(target_ids)} targets; give one per prompt.")
+        targets = [seqs.as_ids(t, "target_ids") for t in (target_ids if many else [target_ids])]
+    b = seqs.batch(m, prompts, targets, foil, context)
+    seqs.check_causal(m, b.ids[0, :len(prompts[0]) + len(targets[0])])
+    token = m.pad_id if baseline_token is None else int(baseline_token)
+    feats = [features(p, segments, skip, tokenizer) for p in prompts]
+    results: list[LMAttributionResult | None] = [None] * len(prompts)
+    groups = [list(range(len(prompts)))] if method in GRADIENT else \
+        [[i for i, f in enumerate(feats) if f.k == k] for k in sorted({f.k for f in feats})]
+    for group in groups:
+        k = 0 if method in GRADIENT else feats[group[0]].k
+        spec = _Spec(method, tuple(sorted(options.items())), score, reduce, k)
+        owner = np.stack([_owner(feats[i], b.ids.shape[1], k) for i in group])
+        rows = b.rows(group)
+        attr, out = _program(spec)(m, rows, jnp.asarray(owner), token, key)
+        for j, i in enumerate(group):
+            t = len(targets[i])
+            a = np.asarray(attr[j])
+            if method in GRADIENT:
+                a = feats[i].gather(a[:, :len(prompts[i])], reduce)
+            results[i] = LMAttributionResult(
+                input_ids=prompts[i], output_ids=targets[i], token_attr=a[1:t + 1], seq_attr=a[0],
+                output_scores=np.asarray(out[j])[1:t + 1], seq_score=float(out[j][0]), labels=feats[i].labels,
+                tokenizer=tokenizer, method=method, score=score if isinstance(score, str) else "custom")
+    return results if many else results[0]
+
+
+def _is_batch(prompt_ids: Any) -> bool:
+    """A list of prompts (sequences), as opposed to one prompt's ids."""
+    return isinstance(prompt_ids, (list, tuple)) and len(prompt_ids) > 0 and \
+        all(isinstance(p, (list, tuple, np.ndarray, jax.Array)) for p in prompt_ids)
+
+
+def _owner(f: Features, n: int, k: int) -> np.ndarray:
+    """Which feature owns each of the ``n`` positions; ``k`` (perturbation) or ``-1`` for none."""
+    owner = np.full(n, k if k else -1, np.int32)
+    owner[:len(f.ids)] = np.where(f.ids >= 0, f.ids, owner[:len(f.ids)])
+    return owner
+
+
+_PROGRAMS: dict[_Spec, Any] = {}
+
+
+def _program(spec: _Spec) -> Any:
+    """The compiled program for ``spec``: ``(m, rows, owner, token, key) -> (attr (B, 1+T, ...), scores)``."""
+    try:
+        return _PROGRAMS.setdefault(spec, jax.jit(lambda *a: _run(spec, *a)))
+    except TypeError:  # an option is an array (replayed draws): compile for this call only
+        return jax.jit(lambda *a: _run(spec, *a))
+
+
+def _run(spec: _Spec, m: Any, rows: dict[str, jax.Array], owner: jax.Array, token: Any, key: Any
+         ) -> tuple[jax.Array, jax.Array]:
+    options = dict(spec.options)
+
+    def one(row: dict[str, jax.Array], owner: jax.Array) -> tuple[jax.Array, jax.Array]:
+        on = (owner >= 0) & (owner < max(spec.k, 1)) if spec.k else owner >= 0
+        e = m.embed(m.from_ids(row["ids"]))
+        e0 = m.embed(m.from_ids(jnp.where(on, jnp.asarray(token, row["ids"].dtype), row["ids"])))
+        out = seqs.scores(m, e, row, spec.score)
+        n_rows = out.shape[0]
+        if spec.k == 0:
+            opts = dict(options, baseline=e0) if spec.method in BASELINED else options
+
+            def row_attr(r: jax.Array) -> jax.Array:
+                a = attribute_x(lambda e: seqs.scores(m, e, row, spec.score)[r], e, method=spec.method, key=key, **opts)
+                a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
+                return a.sum(-1) if spec.reduce == "sum" else jnp.sqrt(jnp.square(a).sum(-1))
+        else:
+            z_dtype = jnp.promote_types(e.dtype, jnp.float32)
+            opts = dict(options, incremental=False) if spec.method == "feature_ablation" else options
+
+            def value(z: jax.Array) -> jax.Array:
+                keep = jnp.concatenate([z, jnp.ones(1, z.dtype)])[owner]
+                return seqs.scores(m, e0 + (e - e0) * keep[:, None].astype(e.dtype), row, spec.score)
+
+            def row_attr(r: jax.Array) -> jax.Array:
+                return attribute_x(lambda z: value(z)[r], jnp.ones(spec.k, z_dtype), method=spec.method, key=key,
+                                   baseline=0.0, **opts)
+        return jax.vmap(row_attr)(jnp.arange(n_rows)), out
+
+    return jax.vmap(one)(rows, owner)
