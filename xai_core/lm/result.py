@@ -34,17 +34,15 @@ class LMAttributionResult:
     seq_attr: np.ndarray
     output_scores: np.ndarray
     seq_score: float
-    labels: list[str]
+    labels: list[Any]
     tokenizer: Any = field(default=None, repr=False)
     method: str = ""
     score: str = ""
 
     @property
     def input_tokens(self) -> list[Any]:
-        """One label per attributed feature (``input_ids`` when they are single tokens without a tokenizer)."""
-        if self.tokenizer is None and len(self.labels) == len(self.input_ids) and \
-                all(label == str(i) for label, i in zip(self.labels, self.input_ids)):
-            return list(self.input_ids)
+        """One label per attributed feature: its text with ``tokenizer=``; without, its token id
+        (a segment of several tokens: their ids as text)."""
         return list(self.labels)
 
     @property

@@ -16,11 +16,12 @@ ENDS = (".", "!", "?", "\n")
 @dataclass(frozen=True)
 class Features:
     """``ids``: the feature of each prompt position, ``0..k-1`` in reading order, ``-1`` where
-    not attributed; ``labels``: one string per feature."""
+    not attributed; ``labels``: one per feature (its text, or without a tokenizer its token id,
+    or its tokens' ids as text)."""
 
     ids: np.ndarray
     k: int
-    labels: list[str]
+    labels: list[Any]
 
     def gather(self, a: np.ndarray, reduce: str) -> np.ndarray:
         """Per-position scores ``(..., P)`` to per-feature scores ``(..., k)``: sums (``"sum"``)
@@ -74,8 +75,13 @@ def features(prompt: list[int], segments: Any, skip: Sequence[int], tokenizer: A
     if used.size == 0:
         raise ValueError("xc.lm: no prompt token is attributed (every one is skipped); skip fewer tokens.")
     ids = np.where(ids >= 0, np.searchsorted(used, ids), -1).astype(np.int32)  # renumber after skips
-    labels = ["".join(strings[p] for p in np.flatnonzero(ids == f)) if tokenizer is not None
-              else " ".join(strings[p] for p in np.flatnonzero(ids == f)) for f in range(used.size)]
+    labels: list[Any] = []
+    for f in range(used.size):
+        where = np.flatnonzero(ids == f)
+        if tokenizer is None:  # an id, or the ids of a segment's tokens
+            labels.append(prompt[where[0]] if len(where) == 1 else " ".join(strings[p] for p in where))
+        else:
+            labels.append("".join(strings[p] for p in where))
     return Features(ids, int(used.size), labels)
 
 
