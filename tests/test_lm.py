@@ -204,3 +204,31 @@ def test_a_model_that_is_not_a_causal_language_model_is_refused() -> None:
         m = from_torch(clf, example())
     with pytest.raises(ValueError, match="not a classifier"):
         xc.lm.attribute(m, PROMPT, TARGET, method="gradient")
+
+
+def test_cp_lrp_conserves_on_a_bias_free_llama_and_needs_logits(pair) -> None:
+    net, m = pair
+    res = xc.lm.attribute(m, PROMPT, TARGET, method="lrp", composite="zero")  # score "logit", CP-LRP
+    with torch.no_grad():
+        z = net(torch.tensor([PROMPT + TARGET])).logits[0, len(PROMPT) - 1:-1].numpy()
+    np.testing.assert_allclose(res.output_scores, z[np.arange(3), TARGET], rtol=1e-5, atol=1e-5)
+    if isinstance(net, transformers.LlamaForCausalLM):  # no biases; the first output reads the prompt only
+        assert res.token_attr[0].sum() == pytest.approx(res.output_scores[0], rel=1e-4, abs=1e-4)
+    with pytest.raises(ValueError, match="score='logit'"):
+        xc.lm.attribute(m, PROMPT, TARGET, method="lrp", score="log_prob")
+    with pytest.raises(ValueError, match="only 'constant'"):
+        xc.lm.attribute(m, PROMPT, TARGET, method="lrp", attention="attnlrp")
+
+
+def test_on_the_retrieval_model_the_evidence_gets_the_attribution() -> None:
+    from xai_core.lm.retrieval import BOS, SEP, Retrieval, evidence_share, train_retrieval
+
+    task = Retrieval(8, 4)
+    m, accuracy = train_retrieval(task)
+    assert accuracy >= 0.97
+    prompts, answers, evidence = task.sample(8, seed=3)
+    res = xc.lm.attribute(m, [p.tolist() for p in prompts], [[int(a)] for a in answers],
+                          method="feature_ablation", skip=[BOS, SEP])
+    assert all(r.output_ids == [int(a)] for r, a in zip(res, answers))
+    share = np.mean([evidence_share(r.token_attr, e - 1) for r, e in zip(res, evidence)])  # BOS skipped
+    assert share > 0.5  # 2 of 9 features: uniform attribution would give 0.22

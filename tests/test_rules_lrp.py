@@ -123,11 +123,23 @@ def test_errors_name_the_primitive_and_the_layer() -> None:
     w = jnp.ones((3, 3))
     with pytest.raises(NoRuleError, match=r"sort in layer 'sorter'"):
         xc.lrp(lambda x: jnp.sum(mark(jnp.sort(x @ w), "sorter")), "epsilon")(jnp.arange(3.0))
-    with pytest.raises(NoRuleError, match=r"mul .*product of two activations.*stop_gradient"):
-        xc.lrp(lambda x: jnp.sum((x @ w) * (x @ w.T)), "epsilon")(jnp.arange(3.0))
+    with pytest.raises(NoRuleError, match=r"dot_general .*product of two activations.*stop_gradient"):
+        xc.lrp(lambda x: (x @ w) @ (x @ w.T), "epsilon")(jnp.arange(3.0))
     # the same product with one factor marked as a weight is fine
-    r = xc.lrp(lambda x: jnp.sum((x @ w) * jax.lax.stop_gradient(x @ w.T)), "epsilon")(jnp.arange(3.0))
+    r = xc.lrp(lambda x: (x @ w) @ jax.lax.stop_gradient(x @ w.T), "epsilon")(jnp.arange(3.0))
     assert r.shape == (3,)
+
+
+def test_an_entrywise_product_of_two_activations_gives_each_factor_half(x64: None) -> None:
+    """AttnLRP's uniform rule (Achtibat et al. 2024, lxt's ``mul2``), as in a gated MLP."""
+    w = jnp.array([[1.0, 2.0], [-1.0, 0.5]])
+    r = xc.lrp(lambda d: jnp.sum(d["a"] * d["b"]), "zero")({"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0, -1.0])})
+    np.testing.assert_allclose(r["a"], [1.5, -1.0])
+    np.testing.assert_allclose(r["b"], [1.5, -1.0])
+    x = jnp.array([0.3, -1.2])
+    gated = lambda x: jnp.sum(jax.nn.silu(x @ w) * (x @ w.T))  # noqa: E731
+    r = xc.lrp(gated, "zero")(x)
+    assert float(r.sum()) == pytest.approx(float(gated(x)), rel=1e-10)
 
 
 def test_attention_weights_and_layernorm_scale_are_constants_so_a_transformer_block_conserves(x64: None) -> None:

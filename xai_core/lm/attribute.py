@@ -54,10 +54,10 @@ class _Spec:
 
 
 def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig", *,
-              baseline_token: int | None = None, tokenizer: Any = None, score: seqs.Score = "log_prob",
+              baseline_token: int | None = None, tokenizer: Any = None, score: seqs.Score | None = None,
               foil: Any = None, reduce: str | None = None, segments: Any = None, skip: Sequence[int] = (),
               max_new_tokens: int = 16, eos_token: int | None = None, key: Any = None,
-              context: int | None = None, **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
+              context: int | None = None, attention: str = "constant", **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
     """Attribute each output token of a causal language model to the prompt's tokens.
 
     Args:
@@ -74,13 +74,16 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
       baseline_token: the id put at a prompt position switched off, and IG's baseline
         (default the model's pad id).
       tokenizer: optional; gives token strings (``convert_ids_to_tokens``) and ``segments="words"``.
-      score: ``"log_prob"`` (default), ``"prob"``, ``"logit"``, ``"contrast"`` (with ``foil``: one
+      score: ``"log_prob"`` (the default; ``"logit"`` for LRP, which explains logits), ``"prob"``, ``"logit"``, ``"contrast"`` (with ``foil``: one
         id, or one per output token) or ``score(logits, token, foil) -> scalar`` (see
         :mod:`xai_core.lm.sequences`).
       reduce: ``"sum"`` or ``"l2"`` over the embedding axis (gradient methods; default ``"l2"`` for
         the plain gradient and SmoothGrad, else ``"sum"``).
       segments: the features: ``None`` (tokens), ``"words"``, ``"sentences"``, a list of
         ``(start, stop)`` spans, or an int per prompt token (``-1``: not attributed).
+      attention: LRP's treatment of attention: ``"constant"`` (CP-LRP, Ali et al. 2022: the
+        attention weights are constants, as for ViTs); a gated MLP's product gives each factor half
+        (AttnLRP's uniform rule). AttnLRP's softmax and q.k rules are not built yet.
       skip: token ids never attributed (a BOS, a chat template's special tokens).
       context: the model's longest sequence, where the adapter does not know it.
 
@@ -95,6 +98,14 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
     """
     seqs.check_model(m)
     check_choice(method, (*GRADIENT, *PERTURBATION), "method", "xc.lm.attribute")
+    score = ("logit" if method == "lrp" else "log_prob") if score is None else score
+    if method == "lrp":
+        if score != "logit":
+            raise ValueError(f"xc.lm.attribute: LRP redistributes a logit; score={score!r} puts a log-softmax "
+                             "(no LRP rule) after it. Use score='logit' (the default for lrp).")
+        if attention != "constant":
+            raise ValueError(f"xc.lm.attribute: attention={attention!r}: only 'constant' (CP-LRP) is built; AttnLRP's "
+                             "softmax and q.k rules are not yet in the rule engine.")
     if not callable(score):
         check_choice(score, seqs.SCORES, "score", "xc.lm.attribute")
     if (score == "contrast") != (foil is not None):

@@ -8,7 +8,8 @@ BatchNorm folded in; sums and average pools) apply the composite's rule
 (:mod:`xai_core.rules.lrp_rules`, :mod:`xai_core.rules.composites`); activations pass it
 through; residual adds split it in proportion; reshapes, slices, concatenations and
 max-pooling move it (their gradient); attention weights and normalizer scales are constants
-(Ali et al. 2022). Anything else raises :class:`~xai_core.rules.NoRuleError` naming the
+(Ali et al. 2022); an entrywise product of two activations (a gated MLP's ``silu(g) * u``)
+gives each factor half (the uniform rule of AttnLRP, Achtibat et al. 2024). Anything else raises :class:`~xai_core.rules.NoRuleError` naming the
 primitive and its layer.
 
 Conservation: the relevance at the input plus what was *absorbed* on the way (by biases, by
@@ -137,6 +138,9 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
 
             others = [jnp.asarray(sg(v)) for v in invals]
             return _relay(split, out, [invals[i] for i in deps], sink, others)
+        if key in pl.products:  # AttnLRP's uniform rule: each factor of a * b gets half of R
+            out = _bind(eqn, invals)[0]
+            return _relay(lambda ops, aux, R: [(R / 2).astype(o.dtype) for o in ops], out, list(invals), sink, [])
         chain = pl.chains.get(key)
         if chain is None:
             return None

@@ -59,12 +59,14 @@ class Chain:
 @dataclass
 class Plan:
     """What LRP does at each equation: ``chains`` (by the id of the equation computing ``z``),
-    ``passes`` (equation id -> the variable relevance passes to) and ``norms`` (residual adds)."""
+    ``passes`` (equation id -> the variable relevance passes to), ``norms`` (residual adds) and
+    ``products`` (entrywise products of two activations: a gated MLP's ``act(g) * u``)."""
 
     program: Program
     chains: dict[int, Chain] = field(default_factory=dict)
     passes: dict[int, Var] = field(default_factory=dict)
     norms: set[int] = field(default_factory=set)
+    products: set[int] = field(default_factory=set)
 
 
 def _producer(p: Program) -> dict[Var, JaxprEqn]:
@@ -145,10 +147,12 @@ def plan(jaxpr: Any) -> Plan:
             out.chains[id(end)] = Chain(r, None, None, post, "other", layer=p.layer_of.get(id(post[0])))
         if name in ("add", "sub", "add_any") and len(deps) >= 2:
             out.norms.add(id(eqn))
+        elif name == "mul" and len(deps) == 2 and not gates:
+            out.products.add(id(eqn))
         elif not (name in _MOVES or (name in _ARITHMETIC | BIJECTIONS and len(deps) == 1)):
             why = ("a product of two activations, neither of them a softmax, sigmoid or normalizer; LRP has no "
                    "conservative rule for it (wrap the factor that is a weight in jax.lax.stop_gradient)"
-                   if name in _WEIGHTED | {"mul", "div"} else no_rule(eqn, "LRP"))
+                   if name in _WEIGHTED | {"div"} else no_rule(eqn, "LRP"))
             missing.append((eqn, why))
     for v in p.outputs:
         eqn = made_by[v]
