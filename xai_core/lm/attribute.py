@@ -91,10 +91,13 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
       :class:`xai_core.lm.LMAttributionResult` (``token_attr`` ``(n_output, n_input)``,
       ``seq_attr``, ``output_scores``, ``to_html``, ``save``, ``to_json``), or a list of them.
 
-    Example:
-        >>> res = xc.lm.attribute(m, prompt_ids, target_ids, method="ig", steps=32)  # doctest: +SKIP
-        >>> res.token_attr.shape  # doctest: +SKIP
-        (3, 7)
+    Example (a small random decoder; any causal LM through an adapter works the same):
+        >>> import jax, xai_core as xc
+        >>> from xai_core.lm.retrieval import decoder, init_decoder
+        >>> m = decoder(init_decoder(jax.random.key(0), vocab=19))
+        >>> res = xc.lm.attribute(m, [1, 3, 11, 4, 12, 2, 3], [11, 2], method="ig", steps=16)
+        >>> res.token_attr.shape, res.seq_attr.shape, res.output_scores.shape
+        ((2, 7), (7,), (2,))
     """
     seqs.check_model(m)
     check_choice(method, (*GRADIENT, *PERTURBATION), "method", "xc.lm.attribute")

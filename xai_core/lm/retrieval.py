@@ -13,7 +13,7 @@ Example:
     >>> task = Retrieval(keys=8, pairs=4)
     >>> prompts, answers, evidence = task.sample(2, seed=0)
     >>> prompts.shape, answers.shape, evidence.shape, task.vocab
-    ((2, 11), (2,), (2, 2), 20)
+    ((2, 11), (2,), (2, 2), 19)
 """
 
 from __future__ import annotations
