@@ -86,7 +86,7 @@ class Suite:
     xla_flags: str = ""          # added to XLA_FLAGS by main(), before JAX starts
 
 
-CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"
 """XLA:CPU runs convolutions with its own (Eigen) kernels instead of YNNPACK's: 1.3x faster
 here (IG-64 on one 224x224 image, ResNet-18, 2 cores: 6.30 s -> 4.85 s; see README.md)."""
 

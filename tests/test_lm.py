@@ -232,3 +232,21 @@ def test_on_the_retrieval_model_the_evidence_gets_the_attribution() -> None:
     assert all(r.output_ids == [int(a)] for r, a in zip(res, answers))
     share = np.mean([evidence_share(r.token_attr, e - 1) for r, e in zip(res, evidence)])  # BOS skipped
     assert share > 0.5  # 2 of 9 features: uniform attribution would give 0.22
+
+
+def test_ig_on_a_longer_prompt_equals_one_output_at_a_time() -> None:
+    """Under jaxlib 0.10.2, XLA:CPU's YNNPACK reduce fusions computed this program's gradients wrong
+    (by half their size) with the weights as arguments; xai_core's XLA defaults turn them off."""
+    torch.manual_seed(0)
+    net = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, pad_token_id=0)).eval()
+    rng = np.random.default_rng(0)
+    prompt, target = rng.integers(1, 512, 32).tolist(), rng.integers(1, 512, 4).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = from_torch(net, {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, 32, dtype=torch.long)})
+    all_at_once = xc.lm.attribute(m, prompt, target, method="ig", steps=32, baseline_token=1, batch_size=None)
+    first = xc.lm.attribute(m, prompt, target[:1], method="ig", steps=32, baseline_token=1, batch_size=None)
+    np.testing.assert_allclose(all_at_once.token_attr[0], first.token_attr[0], rtol=1e-4,
+                               atol=1e-5 * np.abs(first.token_attr).max())

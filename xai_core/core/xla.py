@@ -1,12 +1,15 @@
-"""Fast by default on CPU: the XLA flag the benchmarks found, set when ``xai_core`` is imported.
+"""Fast and right by default on CPU: the XLA flag the benchmarks found, set when ``xai_core`` is imported.
 
 XLA:CPU hands convolutions to YNNPACK by default; its own kernels ran our attributions
 1.1-1.3x faster on ResNet-18 and 2x faster on a small residual CNN (IG-32 on four 64x64
 images through ``from_torch``: 1.09 s -> 0.61 s on 2 cores; ``benchmarks/README.md``).
+YNNPACK's reduce fusions are off too: in jaxlib 0.10.2 they computed wrong gradients (off by
+half their size) for a Llama's log-probabilities under two nested ``vmap``s with the weights as
+arguments, the program ``xc.lm``'s IG runs (``tests/test_lm.py`` keeps the case).
 XLA reads ``XLA_FLAGS`` once, when JAX starts its backend (the first computation), so
 importing ``xai_core`` before that adds
-``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` (only the CPU backend
-reads it), unless:
+``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce`` (only the CPU
+backend reads it), unless:
 
 - ``XLA_FLAGS`` already sets that option (yours wins);
 - ``XAI_CORE_XLA_DEFAULTS=0`` is in the environment (leave XLA as it is);
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 import warnings
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
 KNOWN_JAXLIB = ((0, 10), (0, 10))
 """Oldest and newest (major, minor) jaxlib the flag is known in (checked: 0.10.2)."""

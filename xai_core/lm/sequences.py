@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -126,18 +127,34 @@ def scores(m: TextModel, embeddings: jax.Array, row: dict[str, jax.Array], score
     return jnp.concatenate([s.sum()[None], s])
 
 
+_logits = jax.jit(jax.vmap(lambda m, ids: m.logits(m.inputs(m.from_ids(ids))), in_axes=(None, 0)))
+
+
 def check_causal(m: TextModel, ids: np.ndarray) -> None:
     """Change the last token: a causal model's logits before it stay the same."""
     other = ids.copy()
     other[-1] = (other[-1] + 1) % max(2, int(ids.max()) + 2)
-    z = jax.jit(jax.vmap(lambda m, i: m.logits(m.inputs(m.from_ids(i))), in_axes=(None, 0)))(
-        m, jnp.asarray(np.stack([ids, other])))
+    z = _logits(m, jnp.asarray(np.stack([ids, other])))
     if z.ndim != 3:
         raise ValueError(f"xc.lm: {m.name} returns logits of shape {tuple(z.shape[1:])} per sequence; a causal "
                          "language model returns (tokens, vocab). Pass a *ForCausalLM (an LM head), not a classifier.")
     if len(ids) > 1 and not np.allclose(z[0, :-1], z[1, :-1], rtol=1e-3, atol=1e-4 * float(jnp.abs(z[0]).max())):
         raise ValueError(f"xc.lm: {m.name} is not causal: changing the last token changed the logits before it. "
                          "xc.lm explains decoder-only (causal) language models; an encoder reads both ways.")
+
+
+@partial(jax.jit, static_argnums=3)
+def _greedy(m: TextModel, ids: jax.Array, starts: jax.Array, new: int) -> jax.Array:
+    """``new`` greedy steps on each row of ``ids`` from its ``start``."""
+
+    def one(ids: jax.Array, start: jax.Array) -> jax.Array:
+        def step(i: int, ids: jax.Array) -> jax.Array:
+            z = m.logits(m.inputs(m.from_ids(ids)))
+            return ids.at[start + i].set(jnp.argmax(z[start + i - 1]).astype(ids.dtype))
+
+        return jax.lax.fori_loop(0, new, step, ids)
+
+    return jax.vmap(one)(ids, starts)
 
 
 def generate(m: TextModel, prompts: Sequence[Sequence[int]], max_new_tokens: int = 16,
@@ -154,15 +171,7 @@ def generate(m: TextModel, prompts: Sequence[Sequence[int]], max_new_tokens: int
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"xc.lm.generate: max_new_tokens must be a positive int, got {max_new_tokens!r}.")
     b = batch(m, prompts, [[0] * max_new_tokens] * len(prompts), None, None)
-
-    def one(m: TextModel, ids: jax.Array, start: jax.Array) -> jax.Array:
-        def step(i: int, ids: jax.Array) -> jax.Array:
-            z = m.logits(m.inputs(m.from_ids(ids)))
-            return ids.at[start + i].set(jnp.argmax(z[start + i - 1]).astype(ids.dtype))
-
-        return jax.lax.fori_loop(0, max_new_tokens, step, ids)
-
-    out = np.asarray(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(m, jnp.asarray(b.ids), jnp.asarray(b.prompt)))
+    out = np.asarray(_greedy(m, jnp.asarray(b.ids), jnp.asarray(b.prompt), max_new_tokens))
     result = []
     for row, p in enumerate(prompts):
         new = out[row, len(p):len(p) + max_new_tokens].tolist()
