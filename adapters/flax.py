@@ -20,6 +20,7 @@ from typing import Any
 import jax
 
 from ._base import Model, OutputMode, mark_batch_of_one
+from ._text import TextModel, check_replacement
 
 __all__ = ["from_flax"]
 
@@ -71,16 +72,33 @@ def _mark_nnx(nnx: Any, model: Any) -> None:
                                   "__module__": type(sub).__module__})
 
 
+_REPLACED: dict[str, Any] = {}  # while tracing a text model: the embedding layer's given output
+
+
+@contextmanager
+def _replacing(name: str, value: Any) -> Iterator[None]:
+    _REPLACED[name] = value
+    try:
+        yield
+    finally:
+        _REPLACED.pop(name, None)
+
+
 def _marking(call: Callable[..., Any], name: str) -> Callable[..., Any]:
     def marked_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return mark_batch_of_one(call(self, *args, **kwargs), name)
+        out = call(self, *args, **kwargs)
+        if name in _REPLACED:
+            check_replacement(name, 1, out.shape, _REPLACED[name].shape)
+            out = _REPLACED[name][None].astype(out.dtype)
+        return mark_batch_of_one(out, name)
     return marked_call
 
 
 def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
               output: OutputMode = "logits",
               apply_kwargs: Mapping[str, Any] | None = None,
-              input_shape: Sequence[int | None] | None = None) -> Model:
+              input_shape: Sequence[int | None] | None = None, embedding: str | None = None,
+              example: Any = None, pad_id: int = 0, context: int | None = None) -> Model:
     """Wrap a Flax model as a :class:`Model` of one example that returns logits.
 
     The model sees ONE example ``x`` (no batch axis) as a batch of one:
@@ -109,6 +127,9 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
         apply_kwargs: extra keyword arguments for the call (e.g. ``train=False``,
             ``method=...`` for linen).
         input_shape: the shape of one example, if you want it checked up front.
+        embedding: nnx only: a model of token ids becomes a :class:`TextModel` explained on
+            this submodule's output (its path, e.g. ``"embed"``); give one example's ids as
+            ``example``, and ``pad_id`` / ``context`` (the longest sequence) where known.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -123,6 +144,9 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
     name = type(module).__name__
 
     if isinstance(module, linen.Module):
+        if embedding is not None:
+            raise TypeError("from_flax: embedding= (a text model) is supported for flax.nnx modules; wrap a linen "
+                            "model with xai_core.adapters.TextModel.")
         if variables is None:
             raise TypeError(f"from_flax: {name} is a flax.linen module, which holds no weights; "
                             "pass its variables: from_flax(module, module.init(key, x_batch)).")
@@ -151,7 +175,17 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None, *,
             _mark_nnx(nnx, model)
             return _first(_call_batch_of_one(model, x, kwargs), name)
 
-        return Model(apply_nnx, state, output=output, input_shape=input_shape, name=name)
+        if embedding is None:
+            return Model(apply_nnx, state, output=output, input_shape=input_shape, name=name)
+        if example is None:
+            raise TypeError(f"from_flax: embedding={embedding!r} needs example= (one example's token ids).")
+
+        def apply_text(state: Any, x: Any) -> Any:
+            with _replacing(embedding, x["embeddings"]):
+                return apply_nnx(state, x["inputs"])
+
+        return TextModel(apply_text, apply_nnx, state, embedding=embedding, example=example, pad_id=pad_id,
+                         context=context, output=output, name=name)
 
     raise TypeError(f"from_flax: expected a flax.linen.Module or flax.nnx.Module, got {name}. "
                     "For a plain function use xai_core.adapters.Model(apply, params).")

@@ -13,7 +13,8 @@ a step). Rows per method, each the
 median of ``--repeats`` calls after a warm-up (Captum's slowest paths once):
 
 - ``ours``: ``xc.lm.attribute`` with its defaults (one compiled program; the call includes the
-  causality check and the host work of building the batch);
+  causality check and the host work of building the batch); feature ablation reuses the prefix
+  (``xai_core.lm.prefix``), and ``ours, prefix=False`` is the same ablations without it;
 - ``forward floor``: the method's evaluations as teacher-forced forwards of ``m.logits`` on distinct
   sequences, jitted and vmapped, chunked to 16 sequences (the perturbation methods' CPU chunk);
 - ``captum default``: Captum's defaults, token by token with the model's cache
@@ -120,12 +121,17 @@ def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, A
             f"{k} {v:.3g}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
 
     ours = _timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE), repeats)
+    dense = _timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE,
+                                           prefix=False), repeats)
     fastest = _timed(lambda: captum("fa", forward_in_tokens=False), repeats)
     default = _once(lambda: captum("fa"))
     diff = float(np.abs(ours["out"].token_attr - fastest["out"].token_attr.numpy()).max()
                  / np.abs(fastest["out"].token_attr.numpy()).max())
     report("feature_ablation", ours, _floor(m, np.array(prompt + target), prompt_len + 1, repeats),
            {"captum default": default, "captum fastest": fastest}, diff)
+    rows["feature_ablation"]["ours, prefix=False"] = dense["seconds"]
+    rows["feature_ablation"]["prefix / no prefix"] = ours["seconds"] / dense["seconds"]
+    print(f"  prefix reuse: {ours['seconds']:.3g} s against {dense['seconds']:.3g} s without", flush=True)
 
     key = jax.random.key(0)
     ours = _timed(lambda: xc.lm.attribute(m, prompt, target, method="shapley_sampling", samples=10,
@@ -159,6 +165,10 @@ def markdown(result: dict[str, Any]) -> str:
             for peer in [k for k in r if k.startswith("captum")]:
                 lines.append(f"| {name} | {r['ours']:.3g} | {floor_s} | {ratio_s} | {peer} | {r[peer]:.3g} | "
                              f"{r['speedup vs ' + peer]:.1f}x | {diff_s} |")
+        fa = run["methods"].get("feature_ablation", {})
+        if "prefix / no prefix" in fa:
+            lines += ["", f"Feature ablation reusing the prefix: {fa['ours']:.3g} s; without: {fa['ours, prefix=False']:.3g} s "
+                      f"({fa['prefix / no prefix']:.2f}x the time)."]
         lines.append("")
     return "\n".join(lines)
 

@@ -64,7 +64,7 @@ add_module_names = False
 # --------------------------------------------------------------------------- #
 # Notebooks: the repository's notebooks/ are the tutorials (copied in, executed by myst-nb).
 # --------------------------------------------------------------------------- #
-NOTEBOOKS = ["quickstart", "inside_the_network", "torch", "keras"]
+NOTEBOOKS = ["quickstart", "inside_the_network", "torch", "keras", "language_model"]
 (DOCS / "notebooks").mkdir(exist_ok=True)
 for name in NOTEBOOKS:
     shutil.copy(REPO / "notebooks" / f"{name}.ipynb", DOCS / "notebooks" / f"{name}.ipynb")
@@ -87,6 +87,7 @@ NAMESPACES = [
     ("xai_core.inside.layer", "Layer and neuron attribution (`xc.layer`)", None),
     ("xai_core.inside.featureviz", "Feature visualization (`xc.featureviz`)", None),
     ("xai_core.attribution.segments", "Feature masks (`xc.segments`)", None),
+    ("xai_core.lm", "Language models (`xc.lm`)", None),
     ("xai_core.metrics", "Metrics (`xc.metrics`)", None),
     ("xai_core.rules", "Rules and composites (`xc.rules`)", None),
     ("xai_core.viz", "Pictures (`xc.viz`)", None),

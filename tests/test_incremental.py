@@ -135,3 +135,62 @@ def test_occlusion_incremental_on_torch_models(name) -> None:
         m.score(t), (3, 5, 5), (3, 3, 3), batch_size=7, incremental=inc)(x)))(xs, ts)
     fast, slow = run(True), run(False)
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5 * float(jnp.abs(slow).max()))
+
+
+def token_net(seed: int = 0, query_first: bool = True):
+    """A causal transformer block over rows ``(L, D)`` written with the operations a converted HF
+    model uses: dense layers, a split of heads by reshape, a rotation by slice and concatenate,
+    softmax attention under a causal mask, and rows taken at the end by a gather."""
+    rng = np.random.default_rng(seed)
+    w = lambda *s: jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]))  # noqa: E731
+    wq, wk, wv, wo, w1, w2, head = w(8, 8), w(8, 8), w(8, 8), w(8, 8), w(8, 16), w(16, 8), w(8, 5)
+
+    def fn(x):
+        n = x.shape[0]
+        heads = lambda h: h.reshape(n, 2, 4).transpose(1, 0, 2)  # noqa: E731
+        q, k, v = heads(x @ wq), heads(x @ wk), heads(x @ wv)
+        q = jnp.concatenate([-q[..., 2:], q[..., :2]], -1) * 0.5 + q  # rotate-half, as RoPE
+        if query_first:
+            s = jnp.einsum("hqd,hkd->hqk", q, k)
+        else:  # the keys as the dot_general's first operand, then transposed to (h, q, k)
+            s = jax.lax.dot_general(k, q, (((2,), (2,)), ((0,), (0,)))).transpose(0, 2, 1)
+        a = jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, -1e9), -1)
+        h = x + jnp.einsum("hqk,hkd->qhd", a, v).reshape(n, 8) @ wo
+        h = h + jax.nn.relu(h @ w1) @ w2
+        return jnp.tanh(h @ head)[jnp.array([n - 3, n - 2, n - 1])]
+
+    return fn
+
+
+def test_rows_of_a_causal_model_are_recomputed_from_the_change_on(x64) -> None:
+    fn = token_net()
+    x = jax.random.normal(jax.random.key(0), (12, 8), jnp.float64)
+    changed = incremental(fn, x, causal=True)
+    for start in (0, 3, 7, 11):
+        patch = jax.random.normal(jax.random.key(start), (12 - start, 8), jnp.float64)
+        want = fn(jax.lax.dynamic_update_slice(x, patch, (start, 0)))
+        np.testing.assert_allclose(changed((start, 0), patch), want, rtol=1e-12, err_msg=str(start))
+    # the work is on the rows: the dense layers read (12 - start) rows, not 12
+    jaxpr = jax.make_jaxpr(lambda p: changed((7, 0), p))(jnp.zeros((5, 8), jnp.float64))
+    shapes = {e.invars[0].aval.shape for e in jaxpr.eqns if e.primitive.name == "dot_general"}
+    assert (5, 8) in shapes and (12, 8) not in shapes, shapes
+
+
+def test_without_causal_two_changed_operands_go_dense_and_a_dense_layer_on_rows_is_exact(x64) -> None:
+    fn = token_net()
+    x = jax.random.normal(jax.random.key(0), (12, 8), jnp.float64)
+    patch = jnp.zeros((3, 8), jnp.float64)
+    for start in (0, 4, 9):  # a box of 3 rows anywhere, not only to the end: exact without causal=True
+        np.testing.assert_allclose(incremental(fn, x)((start, 0), patch),
+                                   fn(jax.lax.dynamic_update_slice(x, patch, (start, 0))), rtol=1e-12)
+
+
+def test_a_key_first_attention_breaks_the_causal_rule_so_callers_check_it(x64) -> None:
+    """The causal rule computes the rows of a dot_general's first operand: written key-first,
+    the scores get the wrong rows (xc.lm checks one ablation densely and falls back)."""
+    fn = token_net(query_first=False)
+    x = jax.random.normal(jax.random.key(0), (12, 8), jnp.float64)
+    patch = jnp.zeros((5, 8), jnp.float64)
+    want = fn(jax.lax.dynamic_update_slice(x, patch, (7, 0)))
+    assert not np.allclose(incremental(fn, x, causal=True)((7, 0), patch), want)
+    np.testing.assert_allclose(incremental(fn, x)((7, 0), patch), want, rtol=1e-12)

@@ -250,3 +250,74 @@ def test_ig_on_a_longer_prompt_equals_one_output_at_a_time() -> None:
     first = xc.lm.attribute(m, prompt, target[:1], method="ig", steps=32, baseline_token=1, batch_size=None)
     np.testing.assert_allclose(all_at_once.token_attr[0], first.token_attr[0], rtol=1e-4,
                                atol=1e-5 * np.abs(first.token_attr).max())
+
+
+def test_feature_ablation_reusing_the_prefix_equals_the_dense_program(pair) -> None:
+    _, m = pair
+    prompts, targets = [PROMPT * 2, [3, 17, 22, 8]], [TARGET, [6, 7]]
+    reuse = xc.lm.attribute(m, prompts, targets, method="feature_ablation", segments=None)
+    dense = xc.lm.attribute(m, prompts, targets, method="feature_ablation", prefix=False)
+    for a, b in zip(reuse, dense):
+        np.testing.assert_allclose(a.token_attr, b.token_attr, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(a.seq_attr, b.seq_attr, rtol=1e-4, atol=4e-6)
+    spans = xc.lm.attribute(m, PROMPT, TARGET, method="feature_ablation", segments=[(0, 2), (3, 6)])
+    spans_dense = xc.lm.attribute(m, PROMPT, TARGET, method="feature_ablation", segments=[(0, 2), (3, 6)], prefix=False)
+    np.testing.assert_allclose(spans.token_attr, spans_dense.token_attr, rtol=1e-4, atol=2e-6)
+
+
+def test_a_model_the_prefix_rule_does_not_fit_falls_back_with_a_warning() -> None:
+    from xai_core.adapters import TextModel
+    from xai_core.graph import mark
+
+    table = jax.random.normal(jax.random.key(0), (20, 8))
+    w = jax.random.normal(jax.random.key(1), (8, 8)) / 3
+
+    def forward(p, e):  # causal attention written key-first: the scores' first operand is the keys
+        n = e.shape[0]
+        s = jax.lax.dot_general(e @ p["w"], e, (((1,), (1,)), ((), ()))).T  # (k, q), then (q, k)
+        a = jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, -1e9), -1)
+        return (e + a @ e) @ p["table"].T
+
+    m = TextModel(lambda p, x: forward(p, x["embeddings"]), lambda p, ids: forward(p, mark(p["table"][ids], "emb")),
+                  {"table": table, "w": w}, embedding="emb", example=jnp.zeros(6, jnp.int32), context=16)
+    with pytest.warns(RuntimeWarning, match="prefix=False"):
+        res = xc.lm.attribute(m, [3, 4, 5, 6, 7, 8], [9, 10], method="feature_ablation")
+    dense = xc.lm.attribute(m, [3, 4, 5, 6, 7, 8], [9, 10], method="feature_ablation", prefix=False)
+    np.testing.assert_allclose(res.token_attr, dense.token_attr, rtol=1e-5, atol=1e-6)
+
+
+def test_a_flax_nnx_decoder_through_from_flax() -> None:
+    from flax import nnx
+
+    from xai_core.adapters import from_flax
+
+    class Decoder(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.embed = nnx.Embed(20, 16, rngs=rngs)
+            self.pos = nnx.Param(0.1 * jax.random.normal(jax.random.key(3), (32, 16)))
+            self.attn = nnx.MultiHeadAttention(num_heads=2, in_features=16, decode=False, rngs=rngs)
+            self.head = nnx.Linear(16, 20, rngs=rngs)
+
+        def __call__(self, ids: jax.Array) -> jax.Array:
+            h = self.embed(ids) + self.pos[:ids.shape[1]]
+            return self.head(h + self.attn(h, mask=nnx.make_causal_mask(ids)))
+
+    net = Decoder(nnx.Rngs(0))
+    m = from_flax(net, embedding="embed", example=jnp.zeros(8, jnp.int32), context=32)
+    prompt, target = [3, 4, 5, 6, 7], [8, 9]
+
+    def log_probs(ids: list[int]) -> np.ndarray:
+        z = jax.nn.log_softmax(net(jnp.array([ids]))[0, len(prompt) - 1:-1])
+        return np.asarray(z[jnp.arange(2), jnp.array(target)])
+
+    res = xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=1)
+    full = log_probs(prompt + target)
+    for j in range(len(prompt)):
+        off = log_probs(prompt[:j] + [1] + prompt[j + 1:] + target)
+        np.testing.assert_allclose(res.token_attr[:, j], full - off, rtol=1e-4, atol=1e-5)
+    ids = list(prompt)
+    for _ in range(3):
+        ids.append(int(jnp.argmax(net(jnp.array([ids]))[0, -1])))
+    assert xc.lm.generate(m, [prompt], max_new_tokens=3)[0] == ids[len(prompt):]
+    with pytest.raises(ValueError, match="past the model's context of 32"):
+        xc.lm.attribute(m, list(range(3, 19)) * 2, target)

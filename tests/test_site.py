@@ -16,7 +16,7 @@ from xai_core.registry import methods
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = {"cam": xc.cam, "layer": xc.layer, "featureviz": xc.featureviz, "metrics": xc.metrics, "viz": xc.viz,
-              "segments": xc.segments}
+              "segments": xc.segments, "lm": xc.lm}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_index_opens_offline_and_links_every_page(site: Path, browser) -> None: 
              if href}
     pages = {p.stem for p in (REPO / "docs").glob("*.md")} - {"index"} | {"benchmarks", "api"}
     assert {f"{name}.html" for name in pages} <= links, sorted(links)
-    assert {f"notebooks/{n}.html" for n in ("quickstart", "inside_the_network", "torch", "keras")} <= links
+    assert {f"notebooks/{n}.html" for n in ("quickstart", "inside_the_network", "torch", "keras", "language_model")} <= links
     assert page.problems == []
     page.close()
 

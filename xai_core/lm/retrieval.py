@@ -14,6 +14,8 @@ Example:
     >>> prompts, answers, evidence = task.sample(2, seed=0)
     >>> prompts.shape, answers.shape, evidence.shape, task.vocab
     ((2, 11), (2,), (2, 2), 19)
+    >>> task.convert_ids_to_tokens([1, 3, 11, 2])
+    ['BOS', 'k0', 'v0', 'SEP']
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ class Retrieval:
 
     def value(self, v: int) -> int:
         return 3 + self.keys + v
+
+    def convert_ids_to_tokens(self, ids: Any) -> list[str]:
+        """Token names (``PAD``, ``BOS``, ``SEP``, ``k0``.., ``v0``..): the task is its own
+        tokenizer, e.g. ``xc.lm.attribute(..., tokenizer=task)``."""
+        special = {PAD: "PAD", BOS: "BOS", SEP: "SEP"}
+        return [special.get(int(t)) or (f"k{int(t) - 3}" if int(t) < 3 + self.keys else f"v{int(t) - 3 - self.keys}")
+                for t in np.asarray(ids).ravel()]
 
     def training_batch(self, n: int, seed: int) -> np.ndarray:
         """``n`` prompts followed by their answer and then every pair asked again in a random
