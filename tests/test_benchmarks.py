@@ -120,3 +120,18 @@ def test_model_agnostic_benchmark_runs_and_agrees_with_captum(tmp_path: Path) ->
     assert all(math.isfinite(p["error"]) and p["evaluations"] > 0 for c in q["curves"].values() for p in c)
     assert out.with_suffix(".md").read_text().startswith("# Model-agnostic methods")
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_lm_benchmark_runs_and_agrees_with_captum(tmp_path: Path) -> None:
+    """A 2-layer Llama, 16 prompt tokens: every row is timed, ours equals Captum's teacher-forced
+    feature ablation and LayerIG, and reusing the prefix is reported."""
+    out = tmp_path / "lm.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.lm", "--quick", "--prompts", "16", "--repeats", "0",
+                    "--out", str(out)], cwd=REPO, check=True, capture_output=True, text=True)
+    (run,) = json.loads(out.read_text())["runs"]
+    fa, ss, ig = (run["methods"][k] for k in ("feature_ablation", "shapley_sampling", "ig"))
+    assert fa["max rel diff"] <= 1e-4 and ig["max rel diff"] <= 1e-4
+    assert {"captum default", "captum fastest", "ours, prefix=False", "prefix / no prefix"} <= set(fa)
+    assert {"captum default", "captum fastest"} <= set(ss) and "captum" in ig
+    assert all(r["ours"] > 0 for r in (fa, ss, ig))
+    assert (tmp_path / "lm.md").read_text().count("| feature_ablation |") == 2
