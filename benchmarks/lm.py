@@ -101,7 +101,8 @@ def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, A
     prompt, target = rng.integers(1, vocab, prompt_len).tolist(), rng.integers(1, vocab, OUTPUT).tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = from_torch(net, {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, prompt_len, dtype=torch.long)})
+        ids = torch.tensor([prompt])
+        m = from_torch(net, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     inp = ca.TextTokenInput(tok.text(prompt), tok, baselines=BASELINE)
     tgt = torch.tensor(target)
     rows: dict[str, dict[str, Any]] = {}
@@ -167,7 +168,8 @@ def markdown(result: dict[str, Any]) -> str:
                              f"{r['speedup vs ' + peer]:.1f}x | {diff_s} |")
         fa = run["methods"].get("feature_ablation", {})
         if "prefix / no prefix" in fa:
-            lines += ["", f"Feature ablation reusing the prefix: {fa['ours']:.3g} s; without: {fa['ours, prefix=False']:.3g} s "
+            lines += ["", f"Feature ablation reusing the prefix: {fa['ours']:.3g} s; "
+                      f"without: {fa['ours, prefix=False']:.3g} s "
                       f"({fa['prefix / no prefix']:.2f}x the time)."]
         lines.append("")
     return "\n".join(lines)

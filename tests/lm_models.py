@@ -29,6 +29,17 @@ def causal_lm(name: str, seed: int = 0) -> torch.nn.Module:
     return net
 
 
+def converted(name: str) -> tuple[torch.nn.Module, Any]:
+    """The tiny model ``name`` and its ``from_torch`` text model."""
+    import warnings
+
+    from xai_core.adapters import from_torch
+    net = causal_lm(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return net, from_torch(net, example())
+
+
 def example(n: int = 8) -> dict[str, torch.Tensor]:
     ids = torch.arange(3, 3 + n)[None]
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

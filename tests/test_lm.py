@@ -19,17 +19,14 @@ import numpy as np  # noqa: E402
 import xai_core as xc  # noqa: E402
 from xai_core.adapters import from_torch  # noqa: E402
 
-from lm_models import WordTokenizer, causal_lm, example  # noqa: E402
+from lm_models import WordTokenizer, converted, example  # noqa: E402
 
 PROMPT, TARGET = [5, 9, 13, 7, 21, 4], [11, 30, 8]
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def pair(request: pytest.FixtureRequest):
-    net = causal_lm(request.param)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return net, from_torch(net, example())
+    return converted(request.param)
 
 
 def torch_log_probs(net: torch.nn.Module, ids: list[int]) -> np.ndarray:

@@ -11,7 +11,6 @@ output token on are wrong, and so are its attributions (the last test measures b
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 
@@ -22,9 +21,8 @@ captum_attr = pytest.importorskip("captum.attr")
 import numpy as np  # noqa: E402
 
 import xai_core as xc  # noqa: E402
-from xai_core.adapters import from_torch  # noqa: E402
 
-from lm_models import WordTokenizer, causal_lm, example  # noqa: E402
+from lm_models import WordTokenizer, converted  # noqa: E402
 
 PROMPT, TARGET = [5, 9, 13, 7, 21, 4], [11, 30, 8]
 TOK = WordTokenizer()
@@ -33,10 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def pair(request: pytest.FixtureRequest):
-    net = causal_lm(request.param)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return net, from_torch(net, example())
+    return converted(request.param)
 
 
 def rel(ours: np.ndarray, theirs: torch.Tensor, score: float = 0.0) -> float:

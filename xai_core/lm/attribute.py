@@ -61,7 +61,8 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
               baseline_token: int | None = None, tokenizer: Any = None, score: seqs.Score | None = None,
               foil: Any = None, reduce: str | None = None, segments: Any = None, skip: Sequence[int] = (),
               max_new_tokens: int = 16, eos_token: int | None = None, key: Any = None,
-              context: int | None = None, attention: str = "constant", prefix: bool = True, **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
+              context: int | None = None, attention: str = "constant", prefix: bool = True,
+              **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
     """Attribute each output token of a causal language model to the prompt's tokens.
 
     Args:
@@ -78,9 +79,9 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
       baseline_token: the id put at a prompt position switched off, and IG's baseline
         (default the model's pad id).
       tokenizer: optional; gives token strings (``convert_ids_to_tokens``) and ``segments="words"``.
-      score: ``"log_prob"`` (the default; ``"logit"`` for LRP, which explains logits), ``"prob"``, ``"logit"``, ``"contrast"`` (with ``foil``: one
-        id, or one per output token) or ``score(logits, token, foil) -> scalar`` (see
-        :mod:`xai_core.lm.sequences`).
+      score: ``"log_prob"`` (the default; ``"logit"`` for LRP, which explains logits), ``"prob"``,
+        ``"logit"``, ``"contrast"`` (with ``foil``: one id, or one per output token) or
+        ``score(logits, token, foil) -> scalar`` (see :mod:`xai_core.lm.sequences`).
       reduce: ``"sum"`` or ``"l2"`` over the embedding axis (gradient methods; default ``"l2"`` for
         the plain gradient and SmoothGrad, else ``"sum"``).
       segments: the features: ``None`` (tokens), ``"words"``, ``"sentences"``, a list of

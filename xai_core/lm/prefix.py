@@ -10,8 +10,9 @@ program over the rows from its start; on average about ``(B + 1) / 2B`` of the w
 
 A model whose attention is written so that the rule does not apply (a ``dot_general`` of two
 changed values whose first operand is not the query side) would get wrong rows; so two
-ablations (the middle feature's and the last one's) are also computed densely in the same program, and :func:`prefix_ablation` reports whether they
-agree (the caller then falls back to the dense program).
+ablations (the middle feature's and the last one's) are also computed densely in the same
+program, and :func:`prefix_ablation` reports whether they agree (the caller then falls back
+to the dense program).
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def init_decoder(key: Any, vocab: int, width: int = 64, layers: int = 2, context
     blocks = [{"ln1": jnp.ones(width), "ln2": jnp.ones(width), "wq": dense(width, width), "wk": dense(width, width),
                "wv": dense(width, width), "wo": dense(width, width), "w1": dense(width, 2 * width),
                "w2": dense(2 * width, width)} for _ in range(layers)]
-    return {"embed": jax.random.normal(next(keys), (vocab, width)), "pos": 0.1 * jax.random.normal(next(keys), (context, width)),
+    return {"embed": jax.random.normal(next(keys), (vocab, width)),
+            "pos": 0.1 * jax.random.normal(next(keys), (context, width)),
             "blocks": blocks, "lnf": jnp.ones(width), "head": dense(width, vocab)}
 
 
