@@ -205,7 +205,7 @@ def test_a_model_that_is_not_a_causal_language_model_is_refused() -> None:
 
 def test_cp_lrp_conserves_on_a_bias_free_llama_and_needs_logits(pair) -> None:
     net, m = pair
-    res = xc.lm.attribute(m, PROMPT, TARGET, method="lrp", composite="zero")  # score "logit", CP-LRP
+    res = xc.lm.attribute(m, PROMPT, TARGET, method="lrp", composite="zero", attention="constant")  # CP-LRP
     with torch.no_grad():
         z = net(torch.tensor([PROMPT + TARGET])).logits[0, len(PROMPT) - 1:-1].numpy()
     np.testing.assert_allclose(res.output_scores, z[np.arange(3), TARGET], rtol=1e-5, atol=1e-5)
@@ -213,8 +213,10 @@ def test_cp_lrp_conserves_on_a_bias_free_llama_and_needs_logits(pair) -> None:
         assert res.token_attr[0].sum() == pytest.approx(res.output_scores[0], rel=1e-4, abs=1e-4)
     with pytest.raises(ValueError, match="score='logit'"):
         xc.lm.attribute(m, PROMPT, TARGET, method="lrp", score="log_prob")
-    with pytest.raises(ValueError, match="only 'constant'"):
-        xc.lm.attribute(m, PROMPT, TARGET, method="lrp", attention="attnlrp")
+    with pytest.raises(ValueError, match="attention"):
+        xc.lm.attribute(m, PROMPT, TARGET, method="lrp", attention="softmax")
+    attn = xc.lm.attribute(m, PROMPT, TARGET, method="lrp")  # AttnLRP by default: not conservative
+    assert np.isfinite(attn.token_attr).all() and attn.token_attr.shape == (3, 6)
 
 
 def test_on_the_retrieval_model_the_evidence_gets_the_attribution() -> None:

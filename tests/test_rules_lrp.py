@@ -280,3 +280,15 @@ def test_a_tiny_vit_through_from_torch_conserves(bias: bool, x64: None) -> None:
         assert abs(float(r.sum() + absorbed) - score) < 1e-9
         if not bias:  # nothing absorbs: the input's relevance is the score
             assert abs(float(r.sum()) - score) < 1e-6 * max(1.0, abs(score))
+
+
+def test_attnlrp_sends_relevance_through_the_softmax_by_its_rule(x64: None) -> None:
+    """AttnLRP (Achtibat et al. 2024): R_x = x (R_s - s sum(R_s)) at a softmax; here R_s = s v
+    (LRP-0 of the weighted sum), so R_x = x s (v - f(x))."""
+    v = jnp.array([1.0, -2.0, 0.5, 3.0])
+    f = lambda x: jax.nn.softmax(x) @ v  # noqa: E731
+    x = jnp.array([0.3, -1.0, 2.0, 0.1])
+    s = jax.nn.softmax(x)
+    np.testing.assert_allclose(xc.lrp(f, "zero", attention="attnlrp")(x), x * s * (v - f(x)), rtol=1e-12)
+    with pytest.raises(ValueError, match="attention"):
+        xc.lrp(f, attention="attn")

@@ -61,7 +61,7 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
               baseline_token: int | None = None, tokenizer: Any = None, score: seqs.Score | None = None,
               foil: Any = None, reduce: str | None = None, segments: Any = None, skip: Sequence[int] = (),
               max_new_tokens: int = 16, eos_token: int | None = None, key: Any = None,
-              context: int | None = None, attention: str = "constant", prefix: bool = True,
+              context: int | None = None, attention: str = "attnlrp", prefix: bool = True,
               **options: Any) -> LMAttributionResult | list[LMAttributionResult]:
     """Attribute each output token of a causal language model to the prompt's tokens.
 
@@ -86,9 +86,10 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
         the plain gradient and SmoothGrad, else ``"sum"``).
       segments: the features: ``None`` (tokens), ``"words"``, ``"sentences"``, a list of
         ``(start, stop)`` spans, or an int per prompt token (``-1``: not attributed).
-      attention: LRP's treatment of attention: ``"constant"`` (CP-LRP, Ali et al. 2022: the
-        attention weights are constants, as for ViTs); a gated MLP's product gives each factor half
-        (AttnLRP's uniform rule). AttnLRP's softmax and q.k rules are not built yet.
+      attention: LRP's treatment of attention: ``"attnlrp"`` (the default; Achtibat et al. 2024:
+        relevance flows through the softmax, the query-key and weight-value products split it in
+        halves) or ``"constant"`` (CP-LRP, Ali et al. 2022: attention weights are constants, as
+        for ViTs). Both give a gated MLP's two factors half each (AttnLRP's uniform rule).
       prefix: feature ablation reuses the unchanged prefix (:mod:`xai_core.lm.prefix`): an
         ablation starting at position ``j`` recomputes only positions ``j`` on. Checked against
         the dense program on two ablations per call; where they differ it falls back, with a warning.
@@ -114,9 +115,8 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
         if score != "logit":
             raise ValueError(f"xc.lm.attribute: LRP redistributes a logit; score={score!r} puts a log-softmax "
                              "(no LRP rule) after it. Use score='logit' (the default for lrp).")
-        if attention != "constant":
-            raise ValueError(f"xc.lm.attribute: attention={attention!r}: only 'constant' (CP-LRP) is built; AttnLRP's "
-                             "softmax and q.k rules are not yet in the rule engine.")
+        check_choice(attention, ("attnlrp", "constant"), "attention", "xc.lm.attribute")
+        options = {**options, "attention": attention}
     if not callable(score):
         check_choice(score, seqs.SCORES, "score", "xc.lm.attribute")
     if (score == "contrast") != (foil is not None):

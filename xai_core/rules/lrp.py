@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import JaxprEqn
 
-from xai_core.core.checks import ScoreFn, checked_score
+from xai_core.core.checks import ScoreFn, check_choice, checked_score
 from xai_core.graph import fast_kernels, trace
 from xai_core.graph.interpreter import RULE_CALLS, _bind, _interpret, _read
 from xai_core.core.inputs import split_inputs
@@ -138,9 +138,24 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
 
             others = [jnp.asarray(sg(v)) for v in invals]
             return _relay(split, out, [invals[i] for i in deps], sink, others)
-        if key in pl.products:  # AttnLRP's uniform rule: each factor of a * b gets half of R
+        if key in pl.products:  # AttnLRP's uniform rule: each factor of a * b (or a @ b) gets half
             out = _bind(eqn, invals)[0]
-            return _relay(lambda ops, aux, R: [(R / 2).astype(o.dtype) for o in ops], out, list(invals), sink, [])
+
+            def halves(ops: list[jax.Array], aux: Any, R: jax.Array) -> list[jax.Array]:
+                total, vjp = jax.vjp(lambda *o: _bind(eqn, list(o))[0], *ops)
+                return [(o * g / 2).astype(o.dtype) for o, g in zip(ops, vjp(ratio(R, total, stabilizer)))]
+
+            return _relay(halves, out, list(invals), sink, [])
+        if key in pl.softmaxes:  # AttnLRP's softmax rule: R_x = x (R - s sum(R))
+            s = _bind(eqn, invals)[0]
+            x, axes = pl.softmaxes[key]
+
+            def through(ops: list[jax.Array], aux: Any, R: jax.Array) -> list[jax.Array]:
+                x = ops[0]  # a masked score (-inf) gets no relevance
+                r = jnp.where(jnp.isfinite(x), x, 0) * (R - aux[0] * R.sum(axes, keepdims=True))
+                return [r.astype(x.dtype)]
+
+            return _relay(through, s, [_read(env, x)], sink, [sg(s)])
         chain = pl.chains.get(key)
         if chain is None:
             return None
@@ -162,7 +177,7 @@ def _run(pl: Plan, composite: Composite, consts: list[Any], xs: list[jax.Array],
 
 def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_flat", *,
         layers: Mapping[str, Rule] | None = None, low: Any = None, high: Any = None,
-        absorbed: bool = False) -> Callable[[Any], Any]:
+        absorbed: bool = False, attention: str = "constant") -> Callable[[Any], Any]:
     """Layer-wise relevance propagation: the score's value redistributed onto the input.
 
     Bach et al. 2015; the rules are Zennit's (:mod:`xai_core.rules.lrp_rules`), assigned by a
@@ -173,6 +188,11 @@ def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_fla
     ``"alpha2_beta1"``, ``"flat"``, ``"wsquare"``, ``"zbox"``), a :class:`~xai_core.rules.Rule` or a
     :class:`~xai_core.rules.Composite`. ``layers`` maps layer-mark patterns (``fnmatch``, e.g.
     ``"features.*"``) to rules and wins over the composite's type rules.
+
+    ``attention``: ``"constant"`` (CP-LRP, Ali et al. 2022: attention weights are constants) or
+    ``"attnlrp"`` (Achtibat et al. 2024: relevance flows through the softmax by
+    ``R_x = x (R - s sum(R))`` and the query-key and weight-value products split it in halves);
+    AttnLRP's softmax rule is not conservative, so ``absorbed`` then includes what it adds or loses.
 
     With ``absorbed=True`` the function returns ``(relevance, absorbed)``: ``absorbed`` is what
     biases, ``eps`` and the stabilizers took, so ``sum(relevance) + absorbed == score`` up to
@@ -185,6 +205,7 @@ def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_fla
     >>> r, float(r.sum()), float(f(jnp.array([1.0, 1.0])))
     (Array([1., 2.], dtype=float32), 3.0, 3.0)
     """
+    check_choice(attention, ("constant", "attnlrp"), "attention", "lrp")
     chosen = resolve(composite, low, high)
     if layers:
         chosen = chosen.with_layers(layers)
@@ -193,7 +214,7 @@ def lrp(score_fn: ScoreFn, composite: str | Composite | Rule = "epsilon_plus_fla
     def attribution(x: Any) -> Any:
         inputs = split_inputs(x, "lrp")
         closed = trace(lambda leaves: score(inputs.score_input(leaves)), inputs.leaves, calls=RULE_CALLS)
-        pl = plan(closed.jaxpr)
+        pl = plan(closed.jaxpr, attention)
 
         def propagate(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array]:
             sink = jnp.zeros((), jnp.result_type(*leaves))

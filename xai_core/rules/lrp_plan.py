@@ -15,7 +15,13 @@ On top of :func:`xai_core.rules.analysis.analyse`:
   on anything else (an input's normalization) form a chain with ``L`` the identity;
 - the rest of an elementwise region (ReLU, GELU, tanh, however written) passes relevance
   through (Zennit's ``Pass``), and an add of activations (a residual) splits it in proportion
-  to the addends (Zennit's ``Norm`` on its ``Sum``).
+  to the addends (Zennit's ``Norm`` on its ``Sum``);
+- with ``attention="attnlrp"`` (Achtibat et al., ICML 2024, "AttnLRP: Attention-Aware
+  Layer-Wise Relevance Propagation for Transformers") a softmax is no gate: relevance flows
+  through it by AttnLRP's softmax rule (``softmaxes``: ``R_x = x (R - s sum(R))``), and the
+  products it feeds, like the query-key product, are products of two activations
+  (``products``: each factor gets half, the uniform rule). A gated MLP's product gets the
+  uniform rule in both modes.
 """
 
 from __future__ import annotations
@@ -67,19 +73,43 @@ class Plan:
     passes: dict[int, Var] = field(default_factory=dict)
     norms: set[int] = field(default_factory=set)
     products: set[int] = field(default_factory=set)
+    softmaxes: dict[int, tuple[Var, tuple[int, ...]]] = field(default_factory=dict)
 
 
 def _producer(p: Program) -> dict[Var, JaxprEqn]:
     return {v: e for e in p.jaxpr.eqns for v in e.outvars}
 
 
-def _is_gate(v: Any, made_by: dict[Var, JaxprEqn]) -> bool:
-    """``v`` is (a reshaping of) a softmax, sigmoid or normalizer output."""
+def _softmax(eqn: JaxprEqn, made_by: dict[Var, JaxprEqn]) -> tuple[Var, tuple[int, ...]] | None:
+    """An inline softmax's last step, ``exp(x - max) / sum(exp(x - max))``: its input ``x`` and
+    the summed axes."""
+    def through(v: Any) -> Any:
+        while isinstance(v, Var) and v in made_by and made_by[v].primitive.name in STRUCTURAL:
+            v = made_by[v].invars[0]
+        return v
+
+    if eqn.primitive.name != "div":
+        return None
+    num, den = eqn.invars[0], through(eqn.invars[1])
+    if not (isinstance(den, Var) and den in made_by and made_by[den].primitive.name == "reduce_sum"):
+        return None
+    e = made_by.get(num) if isinstance(num, Var) else None
+    s = made_by.get(e.invars[0]) if e is not None and e.primitive.name == "exp" else None
+    if s is None or s.primitive.name != "sub" or not isinstance(s.invars[0], Var):
+        return None
+    return s.invars[0], tuple(made_by[den].params["axes"])
+
+
+def _is_gate(v: Any, made_by: dict[Var, JaxprEqn], attnlrp: bool = False) -> bool:
+    """``v`` is (a reshaping of) a softmax (not with ``attnlrp``), sigmoid or normalizer output."""
     while isinstance(v, Var) and v in made_by:
         e = made_by[v]
         name = e.primitive.name
-        if name in _GATES or (name in ("custom_jvp_call", "jit", "pjit") and _call_name(e) in _GATE_CALLS):
+        if name in _GATES or (name in ("custom_jvp_call", "jit", "pjit") and _call_name(e) in _GATE_CALLS
+                              and not (attnlrp and "softmax" in str(_call_name(e)))):
             return True
+        if name == "div" and attnlrp:
+            return False
         if name == "div":  # an inline softmax: exp(x) / sum(exp(x))
             d = e.invars[1]
             while isinstance(d, Var) and d in made_by and made_by[d].primitive.name in STRUCTURAL:
@@ -91,11 +121,12 @@ def _is_gate(v: Any, made_by: dict[Var, JaxprEqn]) -> bool:
     return False
 
 
-def _roles(eqn: JaxprEqn, p: Program, made_by: dict[Var, JaxprEqn]) -> tuple[list[int], list[int]]:
+def _roles(eqn: JaxprEqn, p: Program, made_by: dict[Var, JaxprEqn], attnlrp: bool = False
+           ) -> tuple[list[int], list[int]]:
     """The input-dependent operands of ``eqn`` that carry relevance, and the gates among them."""
     deps = operands(eqn, p.dependent)
     if eqn.primitive.name in _WEIGHTED | {"mul", "div"} and len(deps) == 2:
-        gates = [i for i in deps if _is_gate(eqn.invars[i], made_by)]
+        gates = [i for i in deps if _is_gate(eqn.invars[i], made_by, attnlrp)]
         if eqn.primitive.name == "div":
             gates = [1] if 1 in gates or 0 not in gates else []
         if len(gates) == 1:
@@ -103,15 +134,21 @@ def _roles(eqn: JaxprEqn, p: Program, made_by: dict[Var, JaxprEqn]) -> tuple[lis
     return deps, []
 
 
-def plan(jaxpr: Any) -> Plan:
-    """The :class:`Plan` of a flat program; raises :class:`NoRuleError` listing what has no rule."""
+def plan(jaxpr: Any, attention: str = "constant") -> Plan:
+    """The :class:`Plan` of a flat program; raises :class:`NoRuleError` listing what has no rule.
+    ``attention``: ``"constant"`` (CP-LRP) or ``"attnlrp"`` (see the module doc)."""
     p = analyse(jaxpr)
     made_by = _producer(p)
-    roles = {id(e): _roles(e, p, made_by) for e in p.jaxpr.eqns}
+    attnlrp = attention == "attnlrp"
+    roles = {id(e): _roles(e, p, made_by, attnlrp) for e in p.jaxpr.eqns}
+    units = {id(e): u for e in p.jaxpr.eqns if attnlrp and (u := _softmax(e, made_by)) is not None}
     relevant = {v for v in p.jaxpr.outvars if isinstance(v, Var) and v in p.dependent}
     for eqn in reversed(p.jaxpr.eqns):
         if any(v in relevant for v in eqn.outvars) and eqn.primitive.name != "stop_gradient":
-            relevant.update(eqn.invars[i] for i in roles[id(eqn)][0])
+            if id(eqn) in units:
+                relevant.add(units[id(eqn)][0])
+            else:
+                relevant.update(eqn.invars[i] for i in roles[id(eqn)][0])
     out = Plan(p)
     missing: list[tuple[JaxprEqn, str]] = []
     outvars = {v for v in p.jaxpr.outvars if isinstance(v, Var)}
@@ -123,6 +160,9 @@ def plan(jaxpr: Any) -> Plan:
         if not deps or not any(v in relevant for v in eqn.outvars) or p.in_region(eqn) or id(eqn) in in_prefix:
             continue
         name = eqn.primitive.name
+        if id(eqn) in units:
+            out.softmaxes[id(eqn)] = units[id(eqn)]
+            continue
         if any(not is_float(eqn.invars[i]) for i in deps):
             missing.append((eqn, "it reads a value computed from the input as an index or a mask"))
             continue
@@ -147,7 +187,7 @@ def plan(jaxpr: Any) -> Plan:
             out.chains[id(end)] = Chain(r, None, None, post, "other", layer=p.layer_of.get(id(post[0])))
         if name in ("add", "sub", "add_any") and len(deps) >= 2:
             out.norms.add(id(eqn))
-        elif name == "mul" and len(deps) == 2 and not gates:
+        elif (name == "mul" or (attnlrp and name == "dot_general")) and len(deps) == 2 and not gates:
             out.products.add(id(eqn))
         elif not (name in _MOVES or (name in _ARITHMETIC | BIJECTIONS and len(deps) == 1)):
             why = ("a product of two activations, neither of them a softmax, sigmoid or normalizer; LRP has no "

@@ -39,7 +39,7 @@ def _values(rows: Sequence[str], columns: Sequence[str], scores: npt.ArrayLike, 
 def matrix_html(rows: Sequence[str], columns: Sequence[str], scores: npt.ArrayLike, *, mode: Mode = "signed",
                 scale: float | None = None) -> str:
     """An HTML ``<table>``: a header of ``columns``, then one row per ``rows`` entry, each cell
-    coloured by its score (the tooltip shows the value); ``scale`` saturates (default max |score|)."""
+    coloured by its score (the tooltip shows the value); ``scale`` saturates (default: the largest ``|score|``)."""
     a, v, s = _values(rows, columns, scores, mode, scale, "matrix_html")
     colours = _colorize(v, mode)
     ink = _ink(colours.reshape(-1, 3)).reshape(colours.shape)
