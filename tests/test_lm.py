@@ -320,3 +320,17 @@ def test_a_flax_nnx_decoder_through_from_flax() -> None:
     assert xc.lm.generate(m, [prompt], max_new_tokens=3)[0] == ids[len(prompt):]
     with pytest.raises(ValueError, match="past the model's context of 32"):
         xc.lm.attribute(m, list(range(3, 19)) * 2, target)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gemma"])
+def test_qwen2_and_gemma_generate_score_and_ablate_as_torch(name: str) -> None:
+    net, m = converted(name)
+    theirs = net.generate(torch.tensor([PROMPT]), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert xc.lm.generate(m, [PROMPT], max_new_tokens=4)[0] == theirs[0, len(PROMPT):].tolist()
+    res = xc.lm.attribute(m, PROMPT, TARGET, method="feature_ablation")
+    full = scores_by_hand(net, PROMPT, TARGET)
+    np.testing.assert_allclose(res.output_scores, full, rtol=1e-4, atol=1e-5)
+    for j in (0, 3):
+        off = scores_by_hand(net, PROMPT[:j] + [0] + PROMPT[j + 1:], TARGET)
+        np.testing.assert_allclose(res.token_attr[:, j], full - off, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(xc.lm.attribute(m, PROMPT, TARGET, method="lrp").token_attr).all()
