@@ -149,7 +149,27 @@ def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, A
     diff = float(np.abs(ours["out"].token_attr - theirs["out"].token_attr.numpy()).max()
                  / np.abs(theirs["out"].token_attr.numpy()).max())
     report("ig", ours, None, {"captum": theirs}, diff)
-    return {"prompt": prompt_len, "output": OUTPUT, "width": width, "layers": layers, "methods": rows}
+    memory = ig_memory(m, prompt, target)
+    print(f"  IG-32 temporary buffers by batch_size (MiB): {memory}", flush=True)
+    return {"ig_temp_mib_by_batch_size": memory, "prompt": prompt_len, "output": OUTPUT, "width": width, "layers": layers, "methods": rows}
+
+
+def ig_memory(m: Any, prompt: list[int], target: list[int]) -> dict[str, float]:
+    """XLA's temporary buffers (MiB) of the IG-32 program at each ``batch_size`` (compiled, not run)."""
+    import importlib
+
+    from xai_core.lm import sequences as seqs
+    lm_attribute = importlib.import_module("xai_core.lm.attribute")  # the module (xc.lm.attribute is its function)
+    b = seqs.batch(m, [prompt], [target], None, None)
+    owner = jnp.asarray(np.where(np.arange(b.ids.shape[1]) < len(prompt), 0, -1)[None].astype(np.int32))
+    out = {}
+    for size in (4, 8, 32):
+        spec = lm_attribute._Spec("ig", (("batch_size", size), ("rule", "gauss_legendre"), ("steps", 32)),
+                                  "log_prob", "sum", 0, 0)
+        compiled = jax.jit(lambda *a, spec=spec: lm_attribute._run(spec, *a)).lower(
+            m, b.rows([0]), owner, BASELINE, None).compile()
+        out[str(size)] = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -166,6 +186,8 @@ def markdown(result: dict[str, Any]) -> str:
             for peer in [k for k in r if k.startswith("captum")]:
                 lines.append(f"| {name} | {r['ours']:.3g} | {floor_s} | {ratio_s} | {peer} | {r[peer]:.3g} | "
                              f"{r['speedup vs ' + peer]:.1f}x | {diff_s} |")
+        lines += ["", "IG-32's temporary buffers (XLA, compiled) by `batch_size`: " + ", ".join(
+            f"{size}: {mib:.1f} MiB" for size, mib in run["ig_temp_mib_by_batch_size"].items()) + "."]
         fa = run["methods"].get("feature_ablation", {})
         if "prefix / no prefix" in fa:
             lines += ["", f"Feature ablation reusing the prefix: {fa['ours']:.3g} s; "
