@@ -72,7 +72,8 @@ def _timed(call: Any, repeats: int) -> dict[str, Any]:
 def _once(call: Any) -> dict[str, Any]:
     t = time.perf_counter()
     out = call()
-    return {"seconds": time.perf_counter() - t, "runs": [time.perf_counter() - t], "out": out}
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "runs": [seconds], "out": out}
 
 
 def _floor(m: Any, ids: np.ndarray, n: int, repeats: int) -> float:

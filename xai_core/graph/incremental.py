@@ -17,7 +17,8 @@ as one of three kinds:
 
 Convolutions, windowed reductions (pooling) and pads run on the slab of their padded input
 that the output box reads; elementwise operations on the union of their operands' boxes;
-transposes, broadcasts and size-1 reshapes move the box; reductions over whole axes keep it;
+transposes, broadcasts, reshapes that keep each boxed axis whole and slices or concatenations
+of the other axes move the box; reductions over whole axes keep it;
 a ``dot_general`` whose one changed operand has its box on free (not contracted) axes only
 (a dense layer on some rows) computes just those rows; a ``gather`` of rows (``z[at]``) takes
 those in the box from it. With ``causal=True`` (a causal

@@ -143,7 +143,7 @@ def attribute(m: Any, prompt_ids: Any, target_ids: Any = None, method: str = "ig
         k = 0 if method in GRADIENT else feats[group[0]].k
         reuse = max(len(prompts[i]) for i in group) if prefix and method == "feature_ablation" else 0
         spec = _Spec(method, tuple(sorted(options.items())), score, reduce, k, reuse)
-        owner = jnp.asarray(np.stack([_owner(feats[i], b.ids.shape[1], k) for i in group]))
+        owner = jnp.asarray(np.stack([_owner(feats[i], b.ids.shape[1]) for i in group]))
         attr, out, agree = _program(spec)(m, b.rows(group), owner, token, key)
         if not bool(np.all(agree)):
             warnings.warn("xc.lm.attribute: reusing the prefix gave another value than the dense program for this "
@@ -168,10 +168,10 @@ def _is_batch(prompt_ids: Any) -> bool:
         all(isinstance(p, (list, tuple, np.ndarray, jax.Array)) for p in prompt_ids)
 
 
-def _owner(f: Features, n: int, k: int) -> np.ndarray:
-    """Which feature owns each of the ``n`` positions; ``k`` (perturbation) or ``-1`` for none."""
-    owner = np.full(n, k if k else -1, np.int32)
-    owner[:len(f.ids)] = np.where(f.ids >= 0, f.ids, owner[:len(f.ids)])
+def _owner(f: Features, n: int) -> np.ndarray:
+    """Which feature owns each of the ``n`` positions, ``-1`` for none (skipped, output, padding)."""
+    owner = np.full(n, -1, np.int32)
+    owner[:len(f.ids)] = f.ids
     return owner
 
 
@@ -192,19 +192,21 @@ def _run(spec: _Spec, m: Any, rows: dict[str, jax.Array], owner: jax.Array, toke
     options = dict(spec.options)
 
     def one(row: dict[str, jax.Array], owner: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        on = (owner >= 0) & (owner < max(spec.k, 1)) if spec.k else owner >= 0
+        def score(e: jax.Array) -> jax.Array:
+            return seqs.scores(m, e, row, spec.score)
+
         e = m.embed(m.from_ids(row["ids"]))
-        e0 = m.embed(m.from_ids(jnp.where(on, jnp.asarray(token, row["ids"].dtype), row["ids"])))
-        out = seqs.scores(m, e, row, spec.score)
+        e0 = m.embed(m.from_ids(jnp.where(owner >= 0, jnp.asarray(token, row["ids"].dtype), row["ids"])))
+        out = score(e)
         n_rows = out.shape[0]
         if spec.prefix:
-            attr, agree = prefix_ablation(lambda e: seqs.scores(m, e, row, spec.score), e, e0, owner, spec.k, spec.prefix)
+            attr, agree = prefix_ablation(score, out, e, e0, owner, spec.k, spec.prefix)
             return attr.T, out, agree
         if spec.k == 0:
             opts = dict(options, baseline=e0) if spec.method in BASELINED else options
 
             def row_attr(r: jax.Array) -> jax.Array:
-                a = attribute_x(lambda e: seqs.scores(m, e, row, spec.score)[r], e, method=spec.method, key=key, **opts)
+                a = attribute_x(lambda e: score(e)[r], e, method=spec.method, key=key, **opts)
                 a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
                 return a.sum(-1) if spec.reduce == "sum" else jnp.sqrt(jnp.square(a).sum(-1))
         else:
@@ -212,8 +214,8 @@ def _run(spec: _Spec, m: Any, rows: dict[str, jax.Array], owner: jax.Array, toke
             opts = dict(options, incremental=False) if spec.method == "feature_ablation" else options
 
             def value(z: jax.Array) -> jax.Array:
-                keep = jnp.concatenate([z, jnp.ones(1, z.dtype)])[owner]
-                return seqs.scores(m, e0 + (e - e0) * keep[:, None].astype(e.dtype), row, spec.score)
+                keep = jnp.where(owner >= 0, z[jnp.maximum(owner, 0)], 1)  # rows of no feature stay on
+                return score(e0 + (e - e0) * keep[:, None].astype(e.dtype))
 
             def row_attr(r: jax.Array) -> jax.Array:
                 return attribute_x(lambda z: value(z)[r], jnp.ones(spec.k, z_dtype), method=spec.method, key=key,

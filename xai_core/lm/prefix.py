@@ -30,12 +30,11 @@ BUCKETS = 8
 TOLERANCE = 1e-4
 
 
-def prefix_ablation(fn: Callable[[jax.Array], jax.Array], e: jax.Array, e0: jax.Array, owner: jax.Array,
-                    k: int, prompt: int) -> tuple[jax.Array, jax.Array]:
-    """``fn(e) - fn(e with feature f's rows from e0)`` for each feature ``f < k`` (``owner``: each
-    row's feature, ``k`` for none; features lie in the first ``prompt`` rows), ``(k, ...)``, and
-    whether the dense checks of two ablations agreed."""
-    full = fn(e)
+def prefix_ablation(fn: Callable[[jax.Array], jax.Array], full: jax.Array, e: jax.Array, e0: jax.Array,
+                    owner: jax.Array, k: int, prompt: int) -> tuple[jax.Array, jax.Array]:
+    """``full - fn(e with feature f's rows from e0)`` for each feature ``f < k`` (``full = fn(e)``;
+    ``owner``: each row's feature, ``-1`` for none; features lie in the first ``prompt`` rows),
+    ``(k, ...)``, and whether the dense checks of two ablations agreed."""
     changed = incremental(fn, e, causal=True)
     n = e.shape[0]
     starts = [*bucket_starts(prompt), prompt]

@@ -33,6 +33,7 @@ from xai_core.adapters import TextModel
 from xai_core.graph import mark
 
 PAD, BOS, SEP = 0, 1, 2
+HEADS = 4  # attention heads of the decoder
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def init_decoder(key: Any, vocab: int, width: int = 64, layers: int = 2, context
             "blocks": blocks, "lnf": jnp.ones(width), "head": dense(width, vocab)}
 
 
-def decoder(params: dict[str, Any], heads: int = 4) -> TextModel:
+def decoder(params: dict[str, Any], heads: int = HEADS) -> TextModel:
     """The causal decoder of ``params`` as a text model: token ids ``(L,)`` in, logits
     ``(L, vocab)`` out, explained on the token embeddings (layer ``"embed"``)."""
 
@@ -154,7 +155,7 @@ def train_retrieval(task: Retrieval = Retrieval(8, 3), seed: int = 0, steps: int
     asked = np.array([prompt_len] + [prompt_len + 2 + 2 * i for i in range(task.pairs)])
 
     def loss(p: dict[str, Any], ids: jax.Array) -> jax.Array:
-        logits = jax.vmap(lambda s: _forward(p, p["embed"][s], 4))(ids)[:, asked]
+        logits = jax.vmap(lambda s: _forward(p, p["embed"][s], HEADS))(ids)[:, asked]
         return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, asked + 1]).mean()
 
     @jax.jit
@@ -164,7 +165,7 @@ def train_retrieval(task: Retrieval = Retrieval(8, 3), seed: int = 0, steps: int
         return optax.apply_updates(p, updates), state
 
     held_out, answers, _ = task.sample(512, seed=10**6 + seed)
-    predict = jax.jit(lambda p, ids: jax.vmap(lambda s: _forward(p, p["embed"][s], 4)[-1].argmax())(ids))
+    predict = jax.jit(lambda p, ids: jax.vmap(lambda s: _forward(p, p["embed"][s], HEADS)[-1].argmax())(ids))
     state, start, acc = opt.init(params), time.time(), 0.0
     for i in range(1, steps + 1):
         params, state = step(params, state, jnp.asarray(task.training_batch(batch, seed=seed * 10**6 + i)))

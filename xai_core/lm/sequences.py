@@ -71,12 +71,12 @@ def check_model(m: Any) -> None:
 def batch(m: TextModel, prompts: Sequence[list[int]], targets: Sequence[list[int]], foil: Any,
           context: int | None) -> Batch:
     """Pad prompts and outputs into one :class:`Batch`, after the checks every call needs."""
+    limit = m.context if context is None else context
     for p, t in zip(prompts, targets):
         if not p:
             raise ValueError("xc.lm: an empty prompt; give at least one prompt token (a BOS token, for one).")
         if not t:
             raise ValueError("xc.lm: an empty output; give target_ids, or max_new_tokens >= 1 to generate one.")
-        limit = m.context if context is None else context
         if limit is not None and len(p) + len(t) > limit:
             raise ValueError(f"xc.lm: prompt ({len(p)} tokens) plus output ({len(t)}) is {len(p) + len(t)} tokens, "
                              f"past the model's context of {limit}; shorten the prompt or the output.")
@@ -97,11 +97,16 @@ def batch(m: TextModel, prompts: Sequence[list[int]], targets: Sequence[list[int
 def output_logits(m: TextModel, embeddings: jax.Array, row: dict[str, jax.Array]) -> jax.Array:
     """The logits that score each output slot, ``(T, vocab)``, given the sequence's embeddings."""
     z = m.logits({"embeddings": embeddings, "inputs": fixed(m.from_ids(row["ids"]))})
-    if z.ndim != 2:
-        raise ValueError(f"xc.lm: {m.name} returns logits of shape {tuple(z.shape)} per sequence; a causal "
-                         "language model returns (tokens, vocab). Pass a *ForCausalLM (an LM head), not a classifier.")
+    _check_per_token(m, z.shape)
     at = jnp.clip(row["prompt"] - 1 + jnp.arange(row["targets"].shape[0]), 0, z.shape[0] - 1)
     return z[at]
+
+
+def _check_per_token(m: TextModel, shape: tuple[int, ...]) -> None:
+    """One sequence's logits must be ``(tokens, vocab)``."""
+    if len(shape) != 2:
+        raise ValueError(f"xc.lm: {m.name} returns logits of shape {tuple(shape)} per sequence; a causal "
+                         "language model returns (tokens, vocab). Pass a *ForCausalLM (an LM head), not a classifier.")
 
 
 def token_scores(z: jax.Array, row: dict[str, jax.Array], score: Score) -> jax.Array:
@@ -135,9 +140,7 @@ def check_causal(m: TextModel, ids: np.ndarray) -> None:
     other = ids.copy()
     other[-1] = (other[-1] + 1) % max(2, int(ids.max()) + 2)
     z = _logits(m, jnp.asarray(np.stack([ids, other])))
-    if z.ndim != 3:
-        raise ValueError(f"xc.lm: {m.name} returns logits of shape {tuple(z.shape[1:])} per sequence; a causal "
-                         "language model returns (tokens, vocab). Pass a *ForCausalLM (an LM head), not a classifier.")
+    _check_per_token(m, z.shape[1:])
     if len(ids) > 1 and not np.allclose(z[0, :-1], z[1, :-1], rtol=1e-3, atol=1e-4 * float(jnp.abs(z[0]).max())):
         raise ValueError(f"xc.lm: {m.name} is not causal: changing the last token changed the logits before it. "
                          "xc.lm explains decoder-only (causal) language models; an encoder reads both ways.")

@@ -80,19 +80,25 @@ def _producer(p: Program) -> dict[Var, JaxprEqn]:
     return {v: e for e in p.jaxpr.eqns for v in e.outvars}
 
 
+def _reshaped_from(v: Any, made_by: dict[Var, JaxprEqn]) -> Any:
+    """The value ``v`` is a reshaping (broadcast, transpose, ...) of."""
+    while isinstance(v, Var) and v in made_by and made_by[v].primitive.name in STRUCTURAL:
+        v = made_by[v].invars[0]
+    return v
+
+
+def _divides_by_a_sum(div: JaxprEqn, made_by: dict[Var, JaxprEqn]) -> bool:
+    """``div``'s divisor is (a reshaping of) a ``reduce_sum``: an inline softmax's last step."""
+    d = _reshaped_from(div.invars[1], made_by)
+    return isinstance(d, Var) and d in made_by and made_by[d].primitive.name == "reduce_sum"
+
+
 def _softmax(eqn: JaxprEqn, made_by: dict[Var, JaxprEqn]) -> tuple[Var, tuple[int, ...]] | None:
     """An inline softmax's last step, ``exp(x - max) / sum(exp(x - max))``: its input ``x`` and
     the summed axes."""
-    def through(v: Any) -> Any:
-        while isinstance(v, Var) and v in made_by and made_by[v].primitive.name in STRUCTURAL:
-            v = made_by[v].invars[0]
-        return v
-
-    if eqn.primitive.name != "div":
+    if eqn.primitive.name != "div" or not _divides_by_a_sum(eqn, made_by):
         return None
-    num, den = eqn.invars[0], through(eqn.invars[1])
-    if not (isinstance(den, Var) and den in made_by and made_by[den].primitive.name == "reduce_sum"):
-        return None
+    num, den = eqn.invars[0], _reshaped_from(eqn.invars[1], made_by)
     e = made_by.get(num) if isinstance(num, Var) else None
     s = made_by.get(e.invars[0]) if e is not None and e.primitive.name == "exp" else None
     if s is None or s.primitive.name != "sub" or not isinstance(s.invars[0], Var):
@@ -108,13 +114,8 @@ def _is_gate(v: Any, made_by: dict[Var, JaxprEqn], attnlrp: bool = False) -> boo
         if name in _GATES or (name in ("custom_jvp_call", "jit", "pjit") and _call_name(e) in _GATE_CALLS
                               and not (attnlrp and "softmax" in str(_call_name(e)))):
             return True
-        if name == "div" and attnlrp:
-            return False
-        if name == "div":  # an inline softmax: exp(x) / sum(exp(x))
-            d = e.invars[1]
-            while isinstance(d, Var) and d in made_by and made_by[d].primitive.name in STRUCTURAL:
-                d = made_by[d].invars[0]
-            return isinstance(d, Var) and d in made_by and made_by[d].primitive.name == "reduce_sum"
+        if name == "div":  # an inline softmax, exp(x) / sum(exp(x)), is a gate unless AttnLRP
+            return not attnlrp and _divides_by_a_sum(e, made_by)
         if name not in STRUCTURAL or len(e.invars) != 1:
             return False
         v = e.invars[0]

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from xai_core.viz.images import Mode, _colorize, _font, _text_size
-from xai_core.viz.text import _fmt, _hex, _ink, _positive
+from xai_core.viz.text import _fmt, _hex, _in_range, _ink
 
 
 def _values(rows: Sequence[str], columns: Sequence[str], scores: npt.ArrayLike, mode: Mode,
@@ -31,9 +31,7 @@ def _values(rows: Sequence[str], columns: Sequence[str], scores: npt.ArrayLike, 
         raise ValueError(f"{what}: mode must be 'signed' or 'abs', got {mode!r}.")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{what}: scores contain NaN or infinity; check the method's inputs.")
-    s = float(np.abs(a).max()) if scale is None else _positive(scale, what)
-    v = np.zeros_like(a) if s == 0 else np.clip(a / s, -1.0, 1.0)
-    return a, (np.abs(v) if mode == "abs" else v), s
+    return (a, *_in_range(a, mode, scale, what))
 
 
 def matrix_html(rows: Sequence[str], columns: Sequence[str], scores: npt.ArrayLike, *, mode: Mode = "signed",

@@ -220,9 +220,16 @@ def _prepare(
     if not np.all(np.isfinite(a)):
         bad = np.flatnonzero(~np.isfinite(a)).tolist()
         raise ValueError(f"{what}: scores contain NaN or infinity at positions {bad}; check the method's inputs.")
+    values, s = _in_range(a, mode, scale, what)
+    return _words(tokens), a, values, s
+
+
+def _in_range(a: np.ndarray, mode: Mode, scale: float | None, what: str) -> tuple[np.ndarray, float]:
+    """Finite scores ``a`` as colour-map values (``clip(a / s, -1, 1)``, ``|.|`` for ``"abs"``) and
+    the scale ``s`` used: ``scale``, or the max ``|a|`` (all zero: all white)."""
     s = float(np.abs(a).max()) if scale is None else _positive(scale, what)
     values = np.zeros_like(a) if s == 0 else np.clip(a / s, -1.0, 1.0)
-    return _words(tokens), a, (np.abs(values) if mode == "abs" else values), s
+    return (np.abs(values) if mode == "abs" else values), s
 
 
 def _positive(scale: object, what: str) -> float:
