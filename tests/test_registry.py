@@ -18,6 +18,8 @@ OPTIONS = {
     "gradient": {},
     "gradient_x_input": {},
     "integrated_gradients": {"steps": 8},
+    "guided_ig": {"steps": 8},
+    "blur_ig": {"steps": 8, "max_sigma": 3.0},
     "occlusion": {"window": (3, 3, 3), "stride": (2, 2, 3)},
     "smoothgrad": {"samples": 4},
     "squaregrad": {"samples": 4},
@@ -115,7 +117,7 @@ def test_vmap_equals_loop(method: str) -> None:
     np.testing.assert_allclose(batched, np.stack([run(method, x) for x in xs]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "smoothgrad", "vargrad", "feature_ablation",
+@pytest.mark.parametrize("method", ["integrated_gradients", "blur_ig", "occlusion", "smoothgrad", "vargrad", "feature_ablation",
                                     "shapley", "shapley_sampling", "kernel_shap", "owen", "lime", "rise"])
 def test_chunked_equals_unchunked(method: str, x64: None) -> None:
     x = jax.random.uniform(key, (6, 6, 3), jnp.float64)

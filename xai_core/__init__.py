@@ -46,6 +46,7 @@ from xai_core.attribution.gradients import (  # noqa: E402
 )
 from xai_core.attribution.occlusion import occlusion  # noqa: E402
 from xai_core.attribution.owen import owen  # noqa: E402
+from xai_core.attribution.paths import blur_ig, guided_ig  # noqa: E402
 from xai_core.attribution.rise import rise  # noqa: E402
 from xai_core.attribution.shapley import feature_ablation, shapley, shapley_sampling  # noqa: E402
 from xai_core.attribution.surrogates import kernel_shap, lime  # noqa: E402
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "RULES",
     "attribute",
+    "blur_ig",
     "cam",
     "completeness_gap",
     "deconvnet",
@@ -77,6 +79,7 @@ __all__ = [
     "gradient_shap",
     "gradient_x_input",
     "guided_backprop",
+    "guided_ig",
     "integrated_gradients",
     "kernel_shap",
     "layer",
