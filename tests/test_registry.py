@@ -37,6 +37,7 @@ OPTIONS = {
     "owen": {"feature_mask": GRID, "samples": 12},
     "lime": {"feature_mask": GRID, "samples": 16},
     "rise": {"samples": 8, "grid": 3},
+    "xrai": {"segments": GRID, "steps": 4, "min_pixel_diff": 1},
 }
 
 
@@ -118,7 +119,7 @@ def test_vmap_equals_loop(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "blur_ig", "occlusion", "smoothgrad", "vargrad", "feature_ablation",
-                                    "shapley", "shapley_sampling", "kernel_shap", "owen", "lime", "rise"])
+                                    "shapley", "shapley_sampling", "kernel_shap", "owen", "lime", "rise", "xrai"])
 def test_chunked_equals_unchunked(method: str, x64: None) -> None:
     x = jax.random.uniform(key, (6, 6, 3), jnp.float64)
     whole = run(method, x, batch_size=None)

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from xai_core import rules
-from xai_core.attribution import expectations, gradients, occlusion, owen, paths, rise, shapley, smoothing, surrogates
+from xai_core.attribution import expectations, gradients, occlusion, owen, paths, rise, shapley, smoothing, surrogates, xrai
 from xai_core.core.checks import ScoreFn
 from xai_core.core.chunking import DEFAULT_BATCH_SIZE
 
@@ -128,6 +128,7 @@ register("gradient_x_input", gradients.gradient_x_input, summary="gradient times
 register("integrated_gradients", gradients.integrated_gradients, summary="integrated gradients", aliases=("ig",))
 register("guided_ig", paths.guided_ig, summary="IG along a path that moves low-gradient features first")
 register("blur_ig", paths.blur_ig, summary="IG along the path from a blurred image to the image")
+register("xrai", xrai.xrai, summary="XRAI: IG shared out over greedily ranked image regions")
 register("occlusion", occlusion.occlusion, summary="score drop per occluded window")
 register("smoothgrad", _noise_method("mean"), summary="mean over noisy inputs", needs_key=True)
 register("squaregrad", _noise_method("square"), summary="mean square over noisy inputs", needs_key=True)
