@@ -15,8 +15,8 @@ spend the same gradients; what differs is everything around them.
 **Rows**, each the median of ``--repeats`` calls after a warm-up, seconds per image:
 - ``ours``: ``jax.jit`` of the method on one image; ``ours, batch B``: ``jax.vmap`` over B images
   (``--batch``, 8), per image;
-- ``pair``: PAIR's ``GetMask`` with its defaults; Blur IG also with ``batch_size=20`` (``pair,
-  batch 20``; its default is 1);
+- ``pair``: PAIR's ``GetMask`` with its defaults; Blur IG and XRAI also with ``batch_size=20``
+  (``pair, batch 20``; its default is 1);
 - ``floor``: the gradients the method needs, nothing else: Guided IG's ``steps`` gradients one
   after another (a ``lax.fori_loop``; each step needs the previous one's point), Blur IG's
   ``steps`` gradients at once (in chunks of 16), XRAI's two IG runs.
@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import xai_core as xc
+from xai_core.attribution.xrai import xrai_segments
 from xai_core.graph import fast_kernels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,13 +100,10 @@ def bench(name: str, net: Any, size: int, batch: int, repeats: int, quick: bool)
         "guided_ig": lambda x, **kw: sc.GuidedIG().GetMask(x, call, x_steps=steps["guided_ig"], **kw),
         "blur_ig": lambda x, **kw: sc.BlurIG().GetMask(x, call, steps=steps["blur_ig"], **kw),
     }
-    segments = None
-    if hasattr(xc, "xrai"):
-        from xai_core.attribution import xrai as ours_xrai
-        segments = ours_xrai.felzenszwalb_segments(np.asarray(x))
-        ours["xrai"] = lambda m, x: xc.xrai(lambda v: score(m, v), steps=steps["xrai"], segments=segments)(x)
-        pair["xrai"] = lambda x, **kw: sc.XRAI().GetMask(
-            x, call, segments=segments, extra_parameters=_xrai_params(steps["xrai"]), **kw)
+    segments = xrai_segments(np.asarray(x))
+    ours["xrai"] = lambda m, x: xc.xrai(lambda v: score(m, v), steps=steps["xrai"], segments=segments)(x)
+    pair["xrai"] = lambda x, **kw: sc.XRAI().GetMask(
+        x, call, segments=list(segments), extra_parameters=sc.XRAIParameters(steps=steps["xrai"]), **kw)
     rows: dict[str, Any] = {}
     for method in ours:
         one = jax.jit(ours[method])
@@ -115,24 +113,19 @@ def bench(name: str, net: Any, size: int, batch: int, repeats: int, quick: bool)
         r[f"ours, batch {batch}"] = _timed(lambda: np.asarray(jax.block_until_ready(many(m, xs))), repeats)
         r[f"ours, batch {batch}"]["seconds"] /= batch
         r["pair"] = _timed(lambda: pair[method](np.asarray(x)), repeats)
-        if method == "blur_ig":
+        if method in ("blur_ig", "xrai"):
             r["pair, batch 20"] = _timed(lambda: pair[method](np.asarray(x), batch_size=20), repeats)
         r["floor"] = _timed(_floor(method, m, x, score, steps[method]), repeats)
         ref = np.asarray(r["pair"]["out"], np.float64)
         for k in ("ours", f"ours, batch {batch}"):
             out = r[k]["out"] if k == "ours" else r[k]["out"][0]
+            out = out[..., 0] if out.ndim == ref.ndim + 1 else out  # xc.xrai repeats PAIR's HxW map over channels
             r[k]["max_rel_diff_vs_pair"] = float(np.abs(np.asarray(out, np.float64) - ref).max() / np.abs(ref).max())
         rows[method] = {k: {kk: vv for kk, vv in v.items() if kk != "out"} for k, v in r.items()}
         rows[method]["pair / ours"] = r["pair"]["seconds"] / r["ours"]["seconds"]
         rows[method][f"pair / ours, batch {batch}"] = r["pair"]["seconds"] / r[f"ours, batch {batch}"]["seconds"]
         rows[method]["ours / floor"] = r["ours"]["seconds"] / r["floor"]["seconds"]
     return {"model": name, "size": size, "batch": batch, "steps": steps, "rows": rows}
-
-
-def _xrai_params(steps: int) -> Any:
-    import saliency.core as sc
-    params = sc.XRAIParameters(steps=steps)
-    return params
 
 
 def _floor(method: str, m: Any, x: jax.Array, score: Any, steps: int) -> Any:

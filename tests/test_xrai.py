@@ -1,7 +1,8 @@
 """XRAI: PAIR's properties (the heatmap sums to the attribution, is constant on each region, and the
 ranked regions' gains do not increase), a cross-check against PAIR's ``saliency.core.XRAI`` (0.2.1)
 on the same JAX function, segments and IG (heatmap to 1e-4, ranked masks equal, float64), our
-Felzenszwalb masks against PAIR's, jit / vmap with traced targets, and the bad inputs.
+Felzenszwalb masks against PAIR's, the walk over atoms against the walk over pixels, jit / vmap with
+traced targets, and the bad inputs.
 
 PAIR runs as it is (no patch needed with numpy 2.4 / scikit-image 0.26); its ``call_model_function``
 is framework-free, so it gets a jitted JAX gradient as numpy. Its IG sums the gradients in float32,
@@ -159,6 +160,30 @@ def test_greedy_walk_is_pairs_exactly_on_a_given_attribution(pair, mode: str, x6
                         area_threshold=extra.get("area_perc_th", 1.0))(image(0))
     np.testing.assert_allclose(ours.heatmap, heat, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(ours.ranks, flat)
+
+
+@pytest.mark.parametrize("mode, threshold", [("full", 1.0), ("full", 0.6), ("fast", 1.0)])
+def test_walk_over_atoms_is_the_walk_over_pixels(mode: str, threshold: float, x64: None) -> None:
+    """Concrete masks are walked over atoms (the pixels of the same membership in every mask), traced
+    ones over pixels: the same regions and ranks, gains equal up to the reordered float64 sums."""
+    from xai_core.attribution.xrai.masks import _atoms
+
+    rng = np.random.default_rng(11)
+    blocks = [np.kron(rng.random((3, 3)) < 0.4, np.ones((7, 7), bool)) for _ in range(20)]
+    masks = np.stack(boxes(12, 21, 15) + blocks + [np.zeros((21, 21), bool)])  # 441 pixels: not whole words
+    a = rng.normal(size=(21, 21))
+    atom_masks, atom_of_pixel, counts = _atoms(masks.reshape(len(masks), -1))
+    np.testing.assert_array_equal(atom_masks[:, atom_of_pixel].reshape(masks.shape), masks)
+    np.testing.assert_array_equal(counts, np.bincount(atom_of_pixel))
+    assert atom_masks.shape[1] < 441 // 3
+    run = lambda s: xrai_regions(score, attribution=a, segments=s, mode=mode, channel_axis=None,  # noqa: E731
+                                 area_threshold=threshold, min_pixel_diff=3)(a)
+    atoms, pixels = run(masks), jax.jit(run)(jnp.asarray(masks))  # traced masks: pixels are the atoms
+    assert int(atoms.count) == int(pixels.count) > 10
+    np.testing.assert_array_equal(atoms.ranks, pixels.ranks)
+    np.testing.assert_allclose(atoms.heatmap, pixels.heatmap, rtol=1e-13, atol=1e-13 * np.abs(a).max())
+    np.testing.assert_allclose(atoms.gains, pixels.gains, rtol=1e-13, atol=1e-13 * np.abs(a).max())
+    check_pair_properties(atoms)
 
 
 def test_felzenszwalb_masks_are_pairs(pair) -> None:
