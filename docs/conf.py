@@ -86,6 +86,7 @@ NAMESPACES = [
     ("xai_core.inside.cam", "CAMs (`xc.cam`)", None),
     ("xai_core.inside.layer", "Layer and neuron attribution (`xc.layer`)", None),
     ("xai_core.inside.featureviz", "Feature visualization (`xc.featureviz`)", None),
+    ("xai_core.inside.concepts", "Concepts, TCAV (`xc.concepts`)", None),
     ("xai_core.attribution.segments", "Feature masks (`xc.segments`)", None),
     ("xai_core.lm", "Language models (`xc.lm`)", None),
     ("xai_core.metrics", "Metrics (`xc.metrics`)", None),

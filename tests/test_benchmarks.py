@@ -135,3 +135,17 @@ def test_lm_benchmark_runs_and_agrees_with_captum(tmp_path: Path) -> None:
     assert {"captum default", "captum fastest"} <= set(ss) and "captum" in ig
     assert all(r["ours"] > 0 for r in (fa, ss, ig))
     assert (tmp_path / "lm.md").read_text().count("| feature_ablation |") == 2
+
+
+def test_concepts_benchmark_quick_runs_and_agrees_with_captum(tmp_path: Path) -> None:
+    """TCAV on the small CNN: every row is timed, and ours given Captum's CAVs gives Captum's scores."""
+    out = tmp_path / "concepts.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.concepts", "--quick", "--repeats", "0", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    (model,) = json.loads(out.read_text())["models"]
+    assert {"ours", "ours, CAVs", "ours, scores", "ours, classifiers only", "torch forward of the examples", "captum",
+            "captum, CAVs cached"} == set(model["rows"])
+    assert all(r["seconds"] > 0 for r in model["rows"].values()) and model["first_call"] > 0
+    assert model["agreement"]["sign_count"] <= 1e-6 and model["agreement"]["magnitude"] <= 1e-5
+    assert model["agreement"]["p_value"] <= 1e-6
+    assert out.with_suffix(".md").read_text().startswith("# TCAV")

@@ -53,8 +53,9 @@ from xai_core.attribution.surrogates import kernel_shap, lime  # noqa: E402
 from xai_core.attribution import segments  # noqa: E402
 from xai_core.attribution.smoothing import smoothgrad  # noqa: E402
 from xai_core.attribution.tokens import token_scores  # noqa: E402
+from xai_core.attribution.xrai import xrai, xrai_regions  # noqa: E402
 from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp  # noqa: E402
-from xai_core.inside import cam, featureviz, layer  # noqa: E402
+from xai_core.inside import cam, concepts, featureviz, layer  # noqa: E402
 from xai_core.registry import attribute, methods, register  # noqa: E402
 from xai_core import lm, metrics, viz  # noqa: E402
 from xai_core.metrics.evaluation import evaluate  # noqa: E402
@@ -68,6 +69,7 @@ __all__ = [
     "blur_ig",
     "cam",
     "completeness_gap",
+    "concepts",
     "deconvnet",
     "evaluate",
     "deeplift",
@@ -99,4 +101,6 @@ __all__ = [
     "smoothgrad",
     "token_scores",
     "viz",
+    "xrai",
+    "xrai_regions",
 ]

@@ -3,5 +3,5 @@ attribution, feature visualization. They import the attribution methods, the rul
 core; the metrics, the public face and applications import them.
 
 Modules: :mod:`~xai_core.inside.cam` (``xc.cam``), :mod:`~xai_core.inside.layer` (``xc.layer``),
-:mod:`~xai_core.inside.featureviz` (``xc.featureviz``).
+:mod:`~xai_core.inside.featureviz` (``xc.featureviz``), :mod:`~xai_core.inside.concepts` (``xc.concepts``: TCAV).
 """
