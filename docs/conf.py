@@ -64,7 +64,7 @@ add_module_names = False
 # --------------------------------------------------------------------------- #
 # Notebooks: the repository's notebooks/ are the tutorials (copied in, executed by myst-nb).
 # --------------------------------------------------------------------------- #
-NOTEBOOKS = ["quickstart", "inside_the_network", "torch", "keras", "language_model"]
+NOTEBOOKS = ["quickstart", "inside_the_network", "torch", "keras", "language_model", "regions_and_concepts"]
 (DOCS / "notebooks").mkdir(exist_ok=True)
 for name in NOTEBOOKS:
     shutil.copy(REPO / "notebooks" / f"{name}.ipynb", DOCS / "notebooks" / f"{name}.ipynb")

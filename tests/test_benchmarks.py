@@ -149,3 +149,17 @@ def test_concepts_benchmark_quick_runs_and_agrees_with_captum(tmp_path: Path) ->
     assert model["agreement"]["sign_count"] <= 1e-6 and model["agreement"]["magnitude"] <= 1e-5
     assert model["agreement"]["p_value"] <= 1e-6
     assert out.with_suffix(".md").read_text().startswith("# TCAV")
+
+
+def test_paths_benchmark_quick_runs_and_agrees_with_pair(tmp_path: Path) -> None:
+    """Guided IG, Blur IG and XRAI against PAIR on the small CNN: every row timed, outputs agree."""
+    pytest.importorskip("saliency")
+    out = tmp_path / "paths.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.paths", "--quick", "--batch", "2", "--repeats", "0",
+                    "--out", str(out)], cwd=REPO, check=True, capture_output=True, text=True)
+    (run,) = json.loads(out.read_text())["runs"]
+    assert set(run["rows"]) == {"guided_ig", "blur_ig", "xrai"}
+    for method, rows in run["rows"].items():
+        assert rows["ours"]["max_rel_diff_vs_pair"] <= 1e-3, method  # float32 (1e-4 in float64: test_paths_refs)
+        assert rows["pair"]["seconds"] > 0 and rows["floor"]["seconds"] > 0 and rows["pair / ours"] > 0
+    assert out.with_suffix(".md").read_text().startswith("# Guided IG, Blur IG and XRAI")

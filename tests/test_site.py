@@ -47,7 +47,8 @@ def test_index_opens_offline_and_links_every_page(site: Path, browser) -> None: 
              if href}
     pages = {p.stem for p in (REPO / "docs").glob("*.md")} - {"index"} | {"benchmarks", "api"}
     assert {f"{name}.html" for name in pages} <= links, sorted(links)
-    assert {f"notebooks/{n}.html" for n in ("quickstart", "inside_the_network", "torch", "keras", "language_model")} <= links
+    assert {f"notebooks/{n}.html" for n in ("quickstart", "inside_the_network", "torch", "keras", "language_model",
+                                            "regions_and_concepts")} <= links
     assert page.problems == []
     page.close()
 
@@ -75,7 +76,7 @@ def test_methods_table_lists_the_registry(site: Path) -> None:
 
 
 def test_notebooks_rendered_with_their_pictures(site: Path, browser) -> None:  # noqa: ANN001
-    for name in ("quickstart", "inside_the_network", "torch", "keras"):
+    for name in ("quickstart", "inside_the_network", "torch", "keras", "regions_and_concepts"):
         page = opened(browser, site / "notebooks" / f"{name}.html")
         pictures = page.eval_on_selector_all(".cell_output img", "els => els.map(e => e.naturalWidth)")
         assert pictures and min(pictures) > 0, (name, pictures)

@@ -63,7 +63,8 @@ def guided_ig(
     ``max_iterations`` (default ``ceil(1 / fraction) + 4``: each pass that falls short moves at
     least a ``fraction`` of the features to their bound, so the cap is never reached in exact
     arithmetic). PAIR's threshold is ``np.quantile(|g|, fraction, method="lower")`` over all
-    features, those at their bound counting as infinite; here ``|g|`` is sorted once per step.
+    features, those at their bound counting as infinite; here the same value comes from a bisection
+    over the bit patterns of ``|g|`` (no sort).
     PAIR runs in float64; in float32 the distance match uses a 1e-5 tolerance
     (:data:`L1_TOLERANCE`) and results differ from float64 by float32 rounding.
 
@@ -125,8 +126,6 @@ def _guided_path(gradient: Any, xi: jax.Array, xb: jax.Array, steps: int, fracti
         a_min, a_max = jnp.maximum(alpha - max_dist, 0.0), jnp.minimum(alpha + max_dist, 1.0)
         x_min, x_max = xb + d * a_min, xb + d * a_max
         target = l1_total * (1 - alpha)
-        order = jnp.argsort(jnp.abs(g))
-        sorted_abs = jnp.abs(g)[order]
 
         def one_pass(state: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
             x, _, i = state
@@ -135,9 +134,7 @@ def _guided_path(gradient: Any, xi: jax.Array, xb: jax.Array, steps: int, fracti
             current = jnp.sum(jnp.abs(x - xi))
             close = jnp.abs(target - current) <= jnp.maximum(tol * jnp.maximum(jnp.abs(target), jnp.abs(current)), tol)
             at_max = x == x_max
-            free = jnp.cumsum(~at_max[order])
-            threshold = jnp.where(free[-1] > rank, sorted_abs[jnp.argmax(free > rank)], jnp.inf)
-            chosen = (jnp.abs(g) <= threshold) & ~at_max
+            chosen = (jnp.abs(g) <= _smallest(jnp.where(at_max, jnp.inf, jnp.abs(g)), rank)) & ~at_max
             l1_s = jnp.sum(jnp.where(chosen, jnp.abs(x - x_max), 0))
             gamma = jnp.where(l1_s > 0, (current - target) / jnp.where(l1_s > 0, l1_s, 1), jnp.inf)
             moved = jnp.where(gamma > 1, x_max, x + (x_max - x) * jnp.minimum(gamma, 1))
@@ -150,6 +147,23 @@ def _guided_path(gradient: Any, xi: jax.Array, xb: jax.Array, steps: int, fracti
     start = (xb, jnp.zeros_like(xi))
     (_, attr), _ = jax.lax.scan(step, start, jnp.arange(steps, dtype=xi.dtype))
     return attr
+
+
+def _smallest(values: jax.Array, rank: int) -> jax.Array:
+    """The ``rank``-th smallest (from 0) of non-negative ``values``, exactly: a bisection over their
+    bit patterns, which order as the values do (XLA:CPU's sort is ten to fifty times slower)."""
+    ints = {4: jnp.int32, 8: jnp.int64}[values.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(values, ints)
+    top = jax.lax.bitcast_convert_type(jnp.asarray(jnp.inf, values.dtype), ints)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds
+        mid = low + (high - low) // 2
+        enough = jnp.sum(bits <= mid) > rank
+        return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+    _, high = jax.lax.fori_loop(0, 8 * values.dtype.itemsize, halve, (jnp.zeros((), ints), top))
+    return jax.lax.bitcast_convert_type(high, values.dtype)
 
 
 def gaussian_blur(x: jax.Array, sigma: Any, channel_axis: int | None = -1, truncate: float = 4.0,
