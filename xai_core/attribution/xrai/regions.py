@@ -59,18 +59,22 @@ def xrai_regions(score_fn: ScoreFn, baseline: Any = None, steps: int = 100, rule
     """XRAI's heatmap and ranked regions of one image ``x``: ``fn(x) -> XRAIRegions`` (the method:
     :mod:`xai_core.attribution.xrai`).
 
-    Args (PAIR's defaults; its names in brackets):
+    The defaults are PAIR's; PAIR's names are in brackets.
+
+    Args:
       score_fn: ``x -> scalar`` for one example.
       baseline: IG's baseline (a scalar or an array broadcastable to ``x``) or a list of them, averaged;
         ``None`` is PAIR's ``[min(x), max(x)]`` [``baselines``].
-      steps, rule: IG's path points and rule (:data:`RULES`); ``"linspace"`` is PAIR's IG: points
-        ``linspace(0, 1, steps)``, weights ``1/steps``.
+      steps: IG's path points.
+      rule: IG's rule (:data:`RULES`); ``"linspace"`` is PAIR's IG: points ``linspace(0, 1, steps)``,
+        weights ``1/steps``.
       segments: boolean masks (a list, or stacked ``(n, *space)``; may be traced, all-False ones are never
         chosen) or an integer segment map (ids ``min..max``, not dilated); ``None``: :func:`xrai_segments`
         of a concrete ``x``, on the host.
       mode: ``"full"`` (re-scored after each region) or ``"fast"`` (sorted once) [``algorithm``].
-      channel_axis, channel_reduce: the axis (``None``: none) reduced by ``"max"`` (PAIR) or ``"sum"``
-        (then the heatmap sums to IG's sum).
+      channel_axis: the channel axis (``None``: none).
+      channel_reduce: how the channel axis is reduced: ``"max"`` (PAIR) or ``"sum"`` (then the heatmap
+        sums to IG's sum).
       attribution: a pixel attribution of ``x``'s shape, or a function ``x -> attribution``, instead of IG
         [``base_attribution``].
       area_threshold: stop once more than this fraction of pixels is covered (``"full"`` only).
