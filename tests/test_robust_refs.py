@@ -69,7 +69,7 @@ CASES = [("Linf", 0.1, 0.02, 8, False), ("L2", 1.0, 0.2, 8, False), ("Linf", 0.0
 
 
 @pytest.mark.parametrize("norm, radius, step, steps, targeted", CASES)
-def test_pgd_equals_captum(setup, norm: str, radius: float, step: float, steps: int, targeted: bool) -> None:  # noqa: ANN001
+def test_pgd_equals_captum(setup, norm, radius, step, steps, targeted) -> None:  # noqa: ANN001
     net, m, xs, x, ts, t = setup
     if targeted:
         ts, t = (ts + 2) % 5, (t + 2) % 5
@@ -132,8 +132,8 @@ def test_min_param_perturbation_of_a_noise_equals_captum_on_the_same_draws(setup
         draws = [np.array(jax.random.normal(a, x[i].shape)) for a in jax.random.split(k, attempts)]
         calls = []
 
-        def noise(inp: torch.Tensor, std: float) -> torch.Tensor:  # attempt a's draw, at every strength
-            calls.append(std)
+        def noise(inp: torch.Tensor, std: float, calls: list = calls, draws: list = draws) -> torch.Tensor:
+            calls.append(std)  # attempt a's draw, at every strength
             return inp + std * torch.from_numpy(draws[(len(calls) - 1) % attempts])[None]
 
         captum = robust.MinParamPerturbation(net, noise, "std", 0.0, 2.0, 0.02, mode=mode, num_attempts=attempts,
@@ -158,7 +158,7 @@ def test_bisection_visits_captums_strengths(start: float, stop: float, step: flo
     for threshold in [*grid, stop + 1.0]:
         probes: list[float] = []
 
-        def attack(inp: torch.Tensor, v: float) -> torch.Tensor:
+        def attack(inp: torch.Tensor, v: float, probes: list = probes, threshold: float = threshold) -> torch.Tensor:
             probes.append(v)
             return torch.tensor([[float(v >= threshold)]])
 
