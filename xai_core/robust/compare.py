@@ -143,11 +143,11 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     {'Original': 0.5, 'noise Mean Attempt': 0.25, 'noise Min Attempt': 0.0, 'noise Max Attempt': 0.5}
     """
     mean = lambda tree: jax.tree.map(lambda v: jnp.mean(jnp.asarray(v)), tree)  # noqa: E731
-    out = {}
+    out = {ORIGINAL: mean(results[ORIGINAL])} if ORIGINAL in results else {}
     for name, value in results.items():
         if name == ORIGINAL:
-            out[name] = mean(value)
-        elif set(value) == {"mean"}:
+            continue
+        if set(value) == {"mean"}:
             out[name] = mean(value["mean"])
         else:
             out.update({f"{name} {stat.title()} Attempt": mean(value[stat]) for stat in ("mean", "min", "max")})
