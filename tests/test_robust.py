@@ -202,6 +202,25 @@ def test_jit_vmap_with_traced_targets_equals_the_loop() -> None:
         np.testing.assert_allclose(batch.perturbed[i], one.perturbed, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
+def test_attacks_keep_shape_and_dtype(dtype: str, request: pytest.FixtureRequest) -> None:
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    x = XS[0].astype(dtype)
+    for attack in (xc.robust.fgsm(logits_fn, 0.1), xc.robust.pgd(logits_fn, 0.1, 0.05, 2, norm="l2", random_start=True)):
+        out = attack(x, 1, key=jax.random.key(0))
+        assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_min_perturbation_searches_a_traced_pgd_radius() -> None:
+    x, t = XS[0], int(jnp.argmax(logits_fn(XS[0])))
+    found = xc.robust.min_perturbation(logits_fn, lambda r: xc.robust.pgd(logits_fn, r, r / 4, 5), 0.0, 2.0, 0.05,
+                                       mode="binary")(x, t)
+    assert bool(found.found) and int(jnp.argmax(logits_fn(found.perturbed))) != t
+    r = float(found.value)
+    assert int(jnp.argmax(logits_fn(xc.robust.pgd(logits_fn, r - 0.05, (r - 0.05) / 4, 5)(x, t)))) == t
+
+
 @pytest.mark.parametrize("build, call, match", [
     (lambda: xc.robust.fgsm(logits_fn, -0.1), None, "epsilon must be a finite number >= 0"),
     (lambda: xc.robust.pgd(logits_fn, 0.1, 0.01, 0), None, "steps must be an integer >= 1"),
