@@ -207,7 +207,8 @@ def test_attacks_keep_shape_and_dtype(dtype: str, request: pytest.FixtureRequest
     if dtype == "float64":
         request.getfixturevalue("x64")
     x = XS[0].astype(dtype)
-    for attack in (xc.robust.fgsm(logits_fn, 0.1), xc.robust.pgd(logits_fn, 0.1, 0.05, 2, norm="l2", random_start=True)):
+    pgd = xc.robust.pgd(logits_fn, 0.1, 0.05, 2, norm="l2", random_start=True)
+    for attack in (xc.robust.fgsm(logits_fn, 0.1), pgd):
         out = attack(x, 1, key=jax.random.key(0))
         assert out.shape == x.shape and out.dtype == x.dtype
 
