@@ -91,6 +91,7 @@ NAMESPACES = [
     ("xai_core.lm", "Language models (`xc.lm`)", None),
     ("xai_core.metrics", "Metrics (`xc.metrics`)", None),
     ("xai_core.robust", "Robustness (`xc.robust`)", None),
+    ("xai_core.influence", "Training-data influence (`xc.influence`)", None),
     ("xai_core.rules", "Rules and composites (`xc.rules`)", None),
     ("xai_core.viz", "Pictures (`xc.viz`)", None),
     ("xai_core.adapters", "Adapters (`xai_core.adapters`)", None),

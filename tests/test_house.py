@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "metrics": 6,                       # metrics, evaluate and its report
     "lm": 6,                            # generative language models: token x token attribution
     "robust": 6,                        # adversarial robustness: FGSM, PGD, the smallest perturbation, comparisons
+    "influence": 6,                     # training-data influence: TracIn, self-influence, proponents and opponents
     "__init__": 7,                      # the public face: `import xai_core as xc`
     "demo": 8, "callbacks": 8,          # applications on the public face
     "batch": 9,                         # the batch job (its examples use the demo's model)

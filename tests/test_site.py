@@ -17,7 +17,7 @@ from xai_core.registry import methods
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = {"cam": xc.cam, "layer": xc.layer, "featureviz": xc.featureviz, "metrics": xc.metrics, "viz": xc.viz,
               "segments": xc.segments, "lm": xc.lm, "concepts": xc.concepts,
-              "robust": xc.robust}
+              "robust": xc.robust, "influence": xc.influence}
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ parts below it, ``tests/test_house.py``): ``graph`` and ``viz`` (jaxpr tools, pi
 ``core`` (inputs, checks, chunking, XLA defaults) under ``rules`` and ``adapters`` under
 ``attribution`` (gradients and paths, smoothing, occlusion, expectations, the model-agnostic
 methods) under ``inside`` (CAMs, layer methods, feature visualization) under ``registry`` under
-``metrics`` (and evaluate) and ``robust`` (attacks) under this face; the applications ``demo``, ``callbacks``, ``batch``
-and ``cli`` sit on top of it.
+``metrics`` (and evaluate), ``robust`` (attacks) and ``influence`` (TracIn) under this face; the
+applications ``demo``, ``callbacks``, ``batch`` and ``cli`` sit on top of it.
 """
 
 from pathlib import Path as _Path
@@ -57,7 +57,7 @@ from xai_core.attribution.xrai import xrai, xrai_regions  # noqa: E402
 from xai_core.rules import deconvnet, deeplift, guided_backprop, lrp  # noqa: E402
 from xai_core.inside import cam, concepts, featureviz, layer  # noqa: E402
 from xai_core.registry import attribute, methods, register  # noqa: E402
-from xai_core import lm, metrics, robust, viz  # noqa: E402
+from xai_core import influence, lm, metrics, robust, viz  # noqa: E402
 from xai_core.metrics.evaluation import evaluate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -82,6 +82,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "guided_ig",
+    "influence",
     "integrated_gradients",
     "kernel_shap",
     "layer",
