@@ -34,6 +34,8 @@ def _is_array(a: Any) -> bool:
 
 def is_array_pytree(data: Any) -> bool:
     """Every leaf an array with one shared leading axis (the examples)."""
+    if isinstance(data, Iterator):
+        return False
     leaves = jax.tree.leaves(data)
     if not leaves or not all(_is_array(a) and np.ndim(a) >= 1 for a in leaves):
         return False
