@@ -124,3 +124,40 @@ def test_max_pool_2x2_matches_flax_max_pool(shape: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(max_pool_2x2(batched), expected)
     if x.ndim == 3:  # Unbatched input, as a score function sees it.
         np.testing.assert_array_equal(max_pool_2x2(x), expected[0])
+
+
+def test_labels_flipped_on_purpose_and_checkpoints_per_epoch(tiny: TrainedModel) -> None:
+    # without noise or checkpoints, nothing changes and nothing extra is kept
+    assert tiny.train is None and len(tiny.flipped) == 0 and tiny.checkpoints == ()
+    noisy = train_shapes_model(jax.random.key(0), **{**TINY, "n_train": 48},  # type: ignore[arg-type]
+                               label_noise=0.1, checkpoints=True)
+    clean = train_shapes_model(jax.random.key(0), **{**TINY, "n_train": 48})  # type: ignore[arg-type]
+    assert len(noisy.flipped) == 5
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(noisy.train.labels != tiny_labels(48))), noisy.flipped)
+    np.testing.assert_array_equal(noisy.test.labels, clean.test.labels)  # the same data apart from the flips
+    assert len(noisy.checkpoints) == TINY["epochs"] and all(c.learning_rate > 0 for c in noisy.checkpoints)
+    for a, b in zip(jax.tree.leaves(noisy.checkpoints[-1].params), jax.tree.leaves(noisy.variables)):
+        np.testing.assert_array_equal(a, b)  # the last checkpoint is the result
+    with pytest.raises(ValueError, match="label_noise must be a share"):
+        train_shapes_model(jax.random.key(0), label_noise=1.5, progress=False)
+
+
+def tiny_labels(n: int) -> np.ndarray:
+    """The training labels :func:`train_shapes_model` draws for ``TINY`` with ``n`` images."""
+    from xai_core.data import make_shapes
+
+    data_key = jax.random.split(jax.random.key(0), 3)[0]
+    return np.asarray(make_shapes(data_key, n + TINY["n_test"], TINY["size"]).labels[:n])
+
+
+def test_find_mislabeled_ranks_by_self_influence() -> None:
+    from xai_core.demo.mislabeled import find_mislabeled, precision_at_k
+
+    found = find_mislabeled(jax.random.key(1), n_train=48, label_noise=0.1, epochs=2, size=16, batch_size=16,
+                            n_test=8, mode="full", last=1)
+    assert found.scores.shape == (48,) and len(found.flipped) == 5 and len(found.trained.checkpoints) == 2
+    np.testing.assert_array_equal(found.ranking, np.argsort(-found.scores, kind="stable"))
+    assert found.precision == precision_at_k(found.scores, found.flipped)
+    assert precision_at_k([3.0, 1.0, 2.0], [0, 2]) == 1.0 and precision_at_k([3.0, 1.0, 2.0], [1], k=2) == 0.0
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        precision_at_k([1.0], [])

@@ -15,6 +15,9 @@ LOGITS (no softmax), so attributions explain the class score (DESIGN lesson 1). 
 head is global average pooling over ReLU features followed by one Dense layer, so a
 class score is a sum of per-location evidence, which should sit on the object.
 
+:mod:`~xai_core.demo.mislabeled` trains it on labels flipped on purpose, with a checkpoint per
+epoch, and finds them by TracIn's self-influence (:func:`xai_core.influence.self_influence`).
+
 Flax and optax are imported here only, never by ``import xai_core``.
 
 Example:

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from xai_core.data import CLASSES, Shapes, make_shapes
+from xai_core.influence import Checkpoint
 
 
 class ShapesCNN(nn.Module):
@@ -92,6 +93,11 @@ class TrainedModel(NamedTuple):
         test: the held-out :class:`xai_core.data.Shapes` set (with masks).
         test_accuracy: share of ``test`` classified correctly.
         seconds: wall time of the whole call (data, compile, training, evaluation).
+        train: the training set as trained on (labels flipped where ``flipped`` says), kept when
+            ``label_noise`` or ``checkpoints`` asks for it, else ``None``.
+        flipped: the indices of the training labels flipped on purpose (empty without noise).
+        checkpoints: with ``checkpoints=True``, the variables after each epoch with the mean
+            learning rate of that epoch (:class:`xai_core.influence.Checkpoint`), for TracIn.
     """
 
     module: ShapesCNN
@@ -99,6 +105,9 @@ class TrainedModel(NamedTuple):
     test: Shapes
     test_accuracy: float
     seconds: float
+    train: Shapes | None = None
+    flipped: np.ndarray | None = None
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 def train_shapes_model(
@@ -111,6 +120,8 @@ def train_shapes_model(
     batch_size: int = 32,
     learning_rate: float = 1e-2,
     progress: bool = True,
+    label_noise: float = 0.0,
+    checkpoints: bool = False,
 ) -> TrainedModel:
     """Generate shapes data, train a :class:`ShapesCNN` on it and test it.
 
@@ -129,6 +140,9 @@ def train_shapes_model(
         batch_size: images per step.
         learning_rate: peak learning rate.
         progress: draw a progress bar on stderr.
+        label_noise: the share of training labels flipped on purpose, each to another class (the
+            mislabeled examples that self-influence should find: ``xai_core.demo.mislabeled``).
+        checkpoints: keep the variables after every epoch (``TrainedModel.checkpoints``).
 
     Example:
         >>> import jax
@@ -142,9 +156,12 @@ def train_shapes_model(
             raise ValueError(f"train_shapes_model: {name} must be an int >= 1, got {value!r}.")
     if n_train < batch_size:
         raise ValueError(f"train_shapes_model: n_train ({n_train}) must be at least batch_size ({batch_size}).")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"train_shapes_model: label_noise must be a share in [0, 1], got {label_noise!r}.")
     start = time.perf_counter()
     data_key, init_key, shuffle_key = jax.random.split(key, 3)
     train, test = _split(make_shapes(data_key, n_train + n_test, size), n_train)
+    train, flipped = flip_labels(jax.random.fold_in(data_key, 1), train, round(label_noise * n_train))
 
     module = ShapesCNN()
     total_steps = epochs * (n_train // batch_size)
@@ -177,17 +194,43 @@ def train_shapes_model(
 
     indices, flips = _batch_plan(shuffle_key, n_train, epochs, batch_size)
     bar = _ProgressBar(total_steps, sys.stderr) if progress else None
+    kept = []
     for step, (index, flip) in enumerate(zip(indices, flips)):
         state, loss = train_step(state, train, index, flip)
         if bar is not None:
             bar.update(step + 1, loss)
+        if checkpoints and (step + 1) % (n_train // batch_size) == 0:  # eta: the epoch's mean learning rate
+            eta = float(np.mean([schedule(i) for i in range(step + 1 - n_train // batch_size, step + 1)]))
+            kept.append(Checkpoint({"params": state[0], "batch_stats": state[1]}, eta))
     if bar is not None:
         bar.close()
 
     variables = {"params": state[0], "batch_stats": state[1]}
     predictions = jax.jit(module.apply)(variables, test.images).argmax(axis=-1)
     accuracy = float(jnp.mean(predictions == test.labels))
-    return TrainedModel(module, variables, test, accuracy, time.perf_counter() - start)
+    keep = label_noise > 0 or checkpoints
+    return TrainedModel(module, variables, test, accuracy, time.perf_counter() - start, train if keep else None,
+                        flipped, tuple(kept))
+
+
+def flip_labels(key: jax.Array, data: Shapes, n: int) -> tuple[Shapes, np.ndarray]:
+    """``data`` with ``n`` labels, at random examples, changed to another class at random; and
+    the sorted indices of those examples.
+
+    >>> import jax
+    >>> data = make_shapes(jax.random.key(0), 20, size=16)
+    >>> noisy, flipped = flip_labels(jax.random.key(1), data, 3)
+    >>> flipped.tolist() == np.flatnonzero(noisy.labels != data.labels).tolist(), len(flipped)
+    (True, 3)
+    """
+    if n == 0:
+        return data, np.zeros(0, np.int64)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))  # as _batch_plan: no sort to compile
+    flipped = np.sort(rng.permutation(len(data.labels))[:n])
+    labels = np.asarray(data.labels).copy()
+    labels[flipped] = (labels[flipped] + rng.integers(1, len(CLASSES), n)) % len(CLASSES)
+    labels = jnp.asarray(labels, data.labels.dtype)
+    return data._replace(labels=labels), flipped
 
 
 @partial(jax.jit, static_argnums=1)
