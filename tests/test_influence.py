@@ -208,6 +208,17 @@ def test_every_data_form_and_chunk_size_gives_the_same_result() -> None:
     assert xc.influence.top_k(loss, cks, (xs, ys), test, k=50).proponents.shape == (4, 11)
 
 
+@pytest.mark.parametrize("mode", ["full", "last_layer"])
+def test_bfloat16_weights_give_float32_scores(mode: str) -> None:
+    cks, train, test = setup(jnp.float32)
+    want = xc.influence.tracin(loss, cks, train, test, learning_rates=LRS, mode=mode)
+    low = [jax.tree.map(lambda a: a.astype(jnp.bfloat16), c) for c in cks]
+    got = xc.influence.tracin(loss, low, (train[0].astype(jnp.bfloat16), train[1]),
+                              (test[0].astype(jnp.bfloat16), test[1]), learning_rates=LRS, mode=mode)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, atol=0.05 * float(jnp.abs(want).max()))
+
+
 def test_last_layer_of_a_flax_model_is_found_in_its_program(x64: None) -> None:
     nn = pytest.importorskip("flax.linen")
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_core.core.checks import check_positive_int
+from xai_core.core.chunking import accumulation_dtype
 from xai_core.influence.layers import factors, find_dense, leaf_names, pick
 
 __all__ = ["MODES", "Plan", "draw_projection", "plan"]
@@ -90,7 +91,7 @@ def _full(loss_fn: Callable[[Any, Any], Any], params: Any, layers: Sequence[str]
     if not chosen:
         raise ValueError(f"{method}: no floating-point parameter to differentiate (layers={layers!r}).")
     treedef = jax.tree.structure(params)
-    dtype = jnp.result_type(*[leaves[i] for i in chosen])
+    dtype = accumulation_dtype(jnp.result_type(*[leaves[i] for i in chosen]))  # bfloat16 weights: float32 dots
 
     def grads(p: Any, example: Any) -> tuple[jax.Array]:
         flat = jax.tree.leaves(p)
@@ -114,6 +115,7 @@ def _last(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any, layer: 
 
     def parts(p: Any, ex: Any) -> tuple[jax.Array, jax.Array]:
         a, g = run([*jax.tree.leaves(p), *jax.tree.leaves(ex)])
+        a, g = a.astype(accumulation_dtype(a.dtype)), g.astype(accumulation_dtype(g.dtype))
         if projection is None:
             return a, g
         p_g, p_a = projection
