@@ -163,3 +163,24 @@ def test_paths_benchmark_quick_runs_and_agrees_with_pair(tmp_path: Path) -> None
         assert rows["ours"]["max_rel_diff_vs_pair"] <= 1e-3, method  # float32 (1e-4 in float64: test_paths_refs)
         assert rows["pair"]["seconds"] > 0 and rows["floor"]["seconds"] > 0 and rows["pair / ours"] > 0
     assert out.with_suffix(".md").read_text().startswith("# Guided IG, Blur IG and XRAI")
+
+
+def test_robust_influence_benchmark_quick_runs_and_agrees_with_captum(tmp_path: Path) -> None:
+    """PGD, FGSM, TracInCP and TracInCPFast against Captum at small sizes: every row timed, outputs agree."""
+    pytest.importorskip("captum")
+    out = tmp_path / "robust_influence.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.robust_influence", "--quick", "--repeats", "0",
+                    "--out", str(out)], cwd=REPO, check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    (run,) = result["attacks"]
+    assert set(run["rows"]) == {"PGD", "FGSM"}
+    for method, rows in run["rows"].items():
+        assert rows["ours"]["max_abs_diff_vs_captum"] <= 1e-5, method  # same start, same steps
+        assert rows["captum"]["seconds"] > 0 and rows["captum / ours"] > 0 and "peak_mib" in rows["ours"]
+    rows = result["influence"]["rows"]
+    assert set(rows) == {"TracInCP scores", "TracInCP self-influence", "TracInCPFast / last_layer scores",
+                         "TracInCPFast / last_layer self-influence"}
+    for what, row in rows.items():
+        assert row["ours"]["max_rel_diff_vs_captum"] <= 1e-4, what  # float32
+        assert row["captum"]["seconds"] > 0 and row["captum / ours"] > 0 and "peak_mib" in row["captum"]
+    assert out.with_suffix(".md").read_text().startswith("# Attacks and influence against Captum")
