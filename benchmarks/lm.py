@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import xai_core as xc
+from benchmarks.run import timed
 from xai_core.core.chunking import chunked_map
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,16 +58,6 @@ def llama(width: int, layers: int, vocab: int, context: int) -> Any:
                                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                                       max_position_embeddings=context, pad_token_id=0)
     return transformers.LlamaForCausalLM(config).eval()
-
-
-def _timed(call: Any, repeats: int) -> dict[str, Any]:
-    out = call()  # warm-up (compiles ours)
-    times = []
-    for _ in range(max(repeats, 1)):
-        t = time.perf_counter()
-        out = call()
-        times.append(time.perf_counter() - t)
-    return {"seconds": float(np.median(times)), "runs": times, "out": out}
 
 
 def _once(call: Any) -> dict[str, Any]:
@@ -86,7 +77,7 @@ def _floor(m: Any, ids: np.ndarray, n: int, repeats: int) -> float:
 
     run = jax.jit(lambda m: chunked_map(lambda i: forward(m, i), n, 16))
     run(m).block_until_ready()
-    return _timed(lambda: run(m).block_until_ready(), repeats)["seconds"]
+    return timed(lambda: run(m).block_until_ready(), repeats)["seconds"]
 
 
 def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, Any]:
@@ -122,10 +113,10 @@ def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, A
         print(f"  {prompt_len} tokens, {name}: " + ", ".join(
             f"{k} {v:.3g}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
 
-    ours = _timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE), repeats)
-    dense = _timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE,
+    ours = timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE), repeats)
+    dense = timed(lambda: xc.lm.attribute(m, prompt, target, method="feature_ablation", baseline_token=BASELINE,
                                            prefix=False), repeats)
-    fastest = _timed(lambda: captum("fa", forward_in_tokens=False), repeats)
+    fastest = timed(lambda: captum("fa", forward_in_tokens=False), repeats)
     default = _once(lambda: captum("fa"))
     diff = float(np.abs(ours["out"].token_attr - fastest["out"].token_attr.numpy()).max()
                  / np.abs(fastest["out"].token_attr.numpy()).max())
@@ -136,17 +127,17 @@ def bench(prompt_len: int, width: int, layers: int, repeats: int) -> dict[str, A
     print(f"  prefix reuse: {ours['seconds']:.3g} s against {dense['seconds']:.3g} s without", flush=True)
 
     key = jax.random.key(0)
-    ours = _timed(lambda: xc.lm.attribute(m, prompt, target, method="shapley_sampling", samples=10,
+    ours = timed(lambda: xc.lm.attribute(m, prompt, target, method="shapley_sampling", samples=10,
                                           antithetic=False, key=key, baseline_token=BASELINE), repeats)
     fastest = _once(lambda: captum("svs", forward_in_tokens=False, n_samples=10))
     default = _once(lambda: captum("svs", n_samples=10)) if prompt_len <= 64 else None
     report("shapley_sampling", ours, _floor(m, np.array(prompt + target), 10 * (prompt_len - 1) + 2, repeats),
            {"captum fastest": fastest, **({"captum default": default} if default else {})}, None)
 
-    ours = _timed(lambda: xc.lm.attribute(m, prompt, target, method="ig", steps=32, rule="gauss_legendre",
+    ours = timed(lambda: xc.lm.attribute(m, prompt, target, method="ig", steps=32, rule="gauss_legendre",
                                           baseline_token=BASELINE), repeats)
     lig = ca.LayerIntegratedGradients(net, net.get_input_embeddings())
-    theirs = _timed(lambda: ca.LLMGradientAttribution(lig, tok).attribute(inp, target=tgt, n_steps=32), repeats)
+    theirs = timed(lambda: ca.LLMGradientAttribution(lig, tok).attribute(inp, target=tgt, n_steps=32), repeats)
     diff = float(np.abs(ours["out"].token_attr - theirs["out"].token_attr.numpy()).max()
                  / np.abs(theirs["out"].token_attr.numpy()).max())
     report("ig", ours, None, {"captum": theirs}, diff)

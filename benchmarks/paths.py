@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import xai_core as xc
+from benchmarks.run import timed
 from xai_core.attribution.xrai import xrai_segments
 from xai_core.graph import fast_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 3
-
-
-def _timed(call: Any, repeats: int) -> dict[str, Any]:
-    out = call()
-    times = []
-    for _ in range(max(repeats, 1)):
-        t = time.perf_counter()
-        out = call()
-        times.append(time.perf_counter() - t)
-    return {"seconds": float(np.median(times)), "out": out}
 
 
 def _pair_call(grad: Any) -> Any:
@@ -109,13 +99,13 @@ def bench(name: str, net: Any, size: int, batch: int, repeats: int, quick: bool)
         one = jax.jit(ours[method])
         many = jax.jit(jax.vmap(ours[method], in_axes=(None, 0)))
         r: dict[str, Any] = {}
-        r["ours"] = _timed(lambda: np.asarray(jax.block_until_ready(one(m, x))), repeats)
-        r[f"ours, batch {batch}"] = _timed(lambda: np.asarray(jax.block_until_ready(many(m, xs))), repeats)
+        r["ours"] = timed(lambda: np.asarray(jax.block_until_ready(one(m, x))), repeats)
+        r[f"ours, batch {batch}"] = timed(lambda: np.asarray(jax.block_until_ready(many(m, xs))), repeats)
         r[f"ours, batch {batch}"]["seconds"] /= batch
-        r["pair"] = _timed(lambda: pair[method](np.asarray(x)), repeats)
+        r["pair"] = timed(lambda: pair[method](np.asarray(x)), repeats)
         if method in ("blur_ig", "xrai"):
-            r["pair, batch 20"] = _timed(lambda: pair[method](np.asarray(x), batch_size=20), repeats)
-        r["floor"] = _timed(_floor(method, m, x, score, steps[method]), repeats)
+            r["pair, batch 20"] = timed(lambda: pair[method](np.asarray(x), batch_size=20), repeats)
+        r["floor"] = timed(_floor(method, m, x, score, steps[method]), repeats)
         ref = np.asarray(r["pair"]["out"], np.float64)
         for k in ("ours", f"ours, batch {batch}"):
             out = r[k]["out"] if k == "ours" else r[k]["out"][0]

@@ -169,6 +169,18 @@ def measure(build: Callable[[], tuple[Callable[[], Any], float]], repeats: int,
             "added_mib": peak - start, "out": out}
 
 
+def timed(call: Callable[[], Any], repeats: int) -> dict[str, Any]:
+    """One warm-up call (it compiles), then the median of ``repeats`` (at least one) timed calls,
+    with every run's seconds and the last output."""
+    out = call()
+    times = []
+    for _ in range(max(repeats, 1)):
+        t = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - t)
+    return {"seconds": float(np.median(times)), "runs": times, "out": out}
+
+
 def jitted(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], float]:
     t = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
