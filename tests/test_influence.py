@@ -76,6 +76,71 @@ def test_score_is_the_sum_over_checkpoints_of_lr_times_gradient_dots(x64: None) 
                                np.diag(by_hand(cks, test, test, flat_grad)), rtol=1e-10)
 
 
+def mixed_init(key: jax.Array) -> dict:
+    k = jax.random.split(key, 5)
+    return {"conv": jax.random.normal(k[0], (3, 1, 2)) / 2, "seq": jax.random.normal(k[1], (2, 4)) / 2,
+            "tied": jax.random.normal(k[2], (4, 4)) / 2, "dense": jax.random.normal(k[3], (16, 4)) / 4,
+            "head": {"w": jax.random.normal(k[4], (4, 3)) / 2, "b": jnp.zeros(3)}}
+
+
+def mixed_loss(p: dict, ex: tuple) -> jax.Array:
+    """A convolution, a dense layer over a sequence, a weight used twice and plain dense layers."""
+    x, y = ex  # x: (8,)
+    h = jax.lax.conv_general_dilated(x[None, :, None], p["conv"], (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"))
+    h = jnp.tanh(h[0] @ p["seq"]).reshape(-1)[:16]  # (8, 2) @ (2, 4): one row per position
+    h = jnp.tanh(h @ p["dense"])
+    h = jnp.tanh(jnp.tanh(h @ p["tied"]) @ p["tied"].T)
+    return -jax.nn.log_softmax(h @ p["head"]["w"] + p["head"]["b"])[y]
+
+
+def test_full_mode_takes_dense_layers_in_closed_form_and_every_other_gradient_whole(x64: None) -> None:
+    from xai_core.influence.features import plan
+
+    keys = jax.random.split(jax.random.key(3), 5)
+    cks = [mixed_init(k) for k in keys[:3]]
+    (xs, ys), (tx, ty) = data(keys[3], 9, n_in=8), data(keys[4], 3, n_in=8)
+    p = plan(mixed_loss, None, cks[0], (xs[0], ys[0]), "full", layers=None, last_layer=None, method="t")
+    terms = p.train(cks[0], (xs[0], ys[0]), None)
+    # dense and head/w in closed form (a, g); the convolution, the sequence's weight, the tied weight
+    # and the bias are gradients, whole: 3 * 2 + 2 * 4 + 4 * 4 + 3 values
+    assert [[f.shape for f in t] for t in terms] == [[(16,), (4,)], [(4,), (3,)], [(33,)]]
+    assert p.size == 16 + 4 + 4 + 3 + 33
+
+    def grad_of(c: dict, ex: tuple) -> jax.Array:
+        return jnp.concatenate([g.ravel() for g in jax.tree.leaves(jax.grad(mixed_loss)(c, ex))])
+
+    want = by_hand(cks, (xs, ys), (tx, ty), grad_of)
+    got = xc.influence.tracin(mixed_loss, cks, (xs, ys), (tx, ty), learning_rates=LRS, batch_size=4)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xc.influence.self_influence(mixed_loss, cks, (tx, ty), learning_rates=LRS),
+                               np.diag(by_hand(cks, (tx, ty), (tx, ty), grad_of)), rtol=1e-10)
+    # a test loss whose program lacks a closed form for "dense" (used twice there): whole for both
+    twice = lambda p, ex: mixed_loss(p, ex) + 0.1 * jnp.sum(p["dense"] ** 2)  # noqa: E731
+    got = xc.influence.tracin(mixed_loss, cks, (xs, ys), (tx, ty), learning_rates=LRS, test_loss_fn=twice)
+    want = sum(lr * jnp.stack([grad_of(c, (tx[i], ty[i])) + jnp.concatenate(
+        [g.ravel() for g in jax.tree.leaves(jax.grad(lambda q: 0.1 * jnp.sum(q["dense"] ** 2))(c))])
+        for i in range(3)]) @ jnp.stack([grad_of(c, (x, y)) for x, y in zip(xs, ys)]).T for c, lr in zip(cks, LRS))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_second_call_with_the_same_loss_reuses_its_programs() -> None:
+    traced = []
+
+    def counting(p: dict, ex: tuple) -> jax.Array:
+        traced.append(1)
+        return loss(p, ex)
+
+    cks, train, test = setup(jnp.float32)
+    first = xc.influence.tracin(counting, cks, train, test, batch_size=4)
+    n = len(traced)
+    again = xc.influence.tracin(counting, cks, train, test, batch_size=4)
+    assert len(traced) == n  # neither traced nor compiled again
+    np.testing.assert_array_equal(first, again)
+    other = [jax.tree.map(lambda a: a + 1.0, c) for c in cks]  # new weights: the same program, new scores
+    assert not np.allclose(xc.influence.tracin(counting, other, train, test, batch_size=4), first)
+    assert len(traced) == n
+
+
 def test_last_layer_is_the_closed_form_of_the_last_weights_gradient(x64: None) -> None:
     cks, train, test = setup()
     want = by_hand(cks, train, test, last_grad)

@@ -1,17 +1,20 @@
-"""What each mode computes per example and checkpoint (its *factors*), and how factors meet.
+"""What each mode computes per example and checkpoint (its *terms* of *factors*), and how they meet.
 
-An influence score at one checkpoint is a product of dot products of per-example factors:
+An influence score at one checkpoint is a sum of terms, each a product of dot products of
+per-example factors, ``sum_terms prod_i <f_i, f_i'>``:
 
-- ``"full"``: one factor, the gradient of the loss with respect to every parameter (or those
-  ``layers=`` names) flattened, by ``jax.vmap(jax.grad(loss))``; as Captum's ``TracInCP``;
-- ``"last_layer"``: two factors, the last dense layer's input ``a`` and the gradient ``g`` at its
-  output (:func:`~xai_core.influence.layers.factors`): ``(a . a') (g . g')`` is the dot product of the
-  weight's gradients ``g a^T`` without forming them, as Captum's ``TracInCPFast``;
+- ``"full"``: the gradient of the loss with respect to every parameter (or those ``layers=``
+  names), as Captum's ``TracInCP``. Each dense layer whose weight the loss uses once is a term of
+  two factors, its input ``a`` and the gradient ``g`` at its output
+  (:func:`~xai_core.influence.layers.factors`): ``(a . a') (g . g')`` is the dot product of the
+  weight's gradients ``g a^T`` without forming them. The other parameters' gradients (biases,
+  convolutions, embeddings) are one more term, flattened, by ``jax.vmap(jax.grad(loss))``;
+- ``"last_layer"``: one term ``(a, g)``, the last dense layer's, as Captum's ``TracInCPFast``;
 - ``"random_projection"``: the same two factors projected, ``P_a^T a`` and ``P_g^T g``, as Captum's
   ``TracInCPFastRandProj``, whose vector ``vec((P_g^T g)(P_a^T a)^T)`` has exactly this dot product.
 
-The score over checkpoints is ``sum_t eta_t * prod_i <f_i, f_i'>``; self-influence is the same with
-an example against itself.
+The score over checkpoints is ``sum_t eta_t * sum_terms prod_i <f_i, f_i'>``; self-influence is the
+same with an example against itself.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import numpy as np
 
 from xai_core.core.checks import check_positive_int
 from xai_core.core.chunking import accumulation_dtype
-from xai_core.influence.layers import factors, find_dense, leaf_names, pick
+from xai_core.influence.layers import factors, find_dense, leaf_names, pick, rank_one, trace_loss
 
-__all__ = ["MODES", "Plan", "draw_projection", "plan"]
+__all__ = ["MODES", "Plan", "draw_projection", "plan", "projection_for"]
 
 MODES = ("full", "last_layer", "random_projection")
 """The modes of :func:`~xai_core.influence.tracin`: all parameters, the last layer in closed form, the
@@ -38,13 +41,18 @@ last layer's factors randomly projected."""
 AUTO_ELEMENTS = 2 ** 22
 
 
-class Plan(NamedTuple):
-    """``factors(params, example) -> tuple of vectors`` for training and test examples, and the
-    number of values they hold per example."""
+Terms = tuple[tuple[jax.Array, ...], ...]
 
-    train: Callable[[Any, Any], tuple[jax.Array, ...]]
-    test: Callable[[Any, Any], tuple[jax.Array, ...]]
+
+class Plan(NamedTuple):
+    """``terms(params, example, projection) -> tuple of terms, each a tuple of factor vectors`` for
+    training and test examples (of one structure), the number of values they hold per example, and
+    the last layer's ``(inputs, outputs)`` (modes ``"last_layer"`` and ``"random_projection"``)."""
+
+    train: Callable[[Any, Any, Any], Terms]
+    test: Callable[[Any, Any, Any], Terms]
     size: int
+    last: tuple[int, int] | None
 
 
 def _scalar_loss(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any, what: str, method: str) -> Any:
@@ -82,89 +90,110 @@ def draw_projection(key: jax.Array, projection_dim: int, inputs: int, outputs: i
             jax.random.normal(ka_key, (inputs, k_a), dtype) / math.sqrt(k_a))
 
 
-def _full(loss_fn: Callable[[Any, Any], Any], params: Any, layers: Sequence[str] | None, method: str
-          ) -> tuple[Callable[[Any, Any], tuple[jax.Array]], int]:
-    leaves = jax.tree.leaves(params)
+def _full(loss_fn: Callable[[Any, Any], Any], test_loss_fn: Callable[[Any, Any], Any], params: Any, example: Any,
+          layers: Sequence[str] | None, method: str) -> Plan:
+    leaves, names = jax.tree.leaves(params), leaf_names(params)
     inexact = [i for i, a in enumerate(leaves) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
-    chosen = inexact if layers is None else [i for i in pick(leaf_names(params), layers, "layers", method)
-                                             if i in inexact]
+    chosen = inexact if layers is None else [i for i in pick(names, layers, "layers", method) if i in inexact]
     if not chosen:
         raise ValueError(f"{method}: no floating-point parameter to differentiate (layers={layers!r}).")
-    treedef = jax.tree.structure(params)
     dtype = accumulation_dtype(jnp.result_type(*[leaves[i] for i in chosen]))  # bfloat16 weights: float32 dots
+    losses = [loss_fn] if test_loss_fn is loss_fn else [loss_fn, test_loss_fn]
+    programs = [trace_loss(f, params, example) for f in losses]
+    dense = [rank_one(c, names, method) for c in programs]
+    factored = [i for i in chosen if all(i in d for d in dense)]  # the same terms for both losses
+    rest = [i for i in chosen if i not in factored]
 
-    def grads(p: Any, example: Any) -> tuple[jax.Array]:
-        flat = jax.tree.leaves(p)
+    def terms_of(closed: Any, found: dict[int, Any]) -> Callable[[Any, Any, Any], Terms]:
+        run = factors(closed, [found[i] for i in factored], rest)
 
-        def loss(sel: list[jax.Array]) -> jax.Array:
-            full = list(flat)
-            for i, s in zip(chosen, sel):
-                full[i] = s
-            return loss_fn(jax.tree.unflatten(treedef, full), example)
+        def terms(p: Any, example: Any, _: None) -> Terms:
+            pairs, grads = run([*jax.tree.leaves(p), *jax.tree.leaves(example)])
+            out = tuple((a.astype(dtype), g.astype(dtype)) for a, g in pairs)
+            if rest:
+                out += ((jnp.concatenate([x.reshape(-1).astype(dtype) for x in grads]),),)
+            return out
 
-        g = jax.grad(loss)([flat[i] for i in chosen])
-        return (jnp.concatenate([x.reshape(-1).astype(dtype) for x in g]),)
+        return terms
 
-    return grads, sum(int(np.size(leaves[i])) for i in chosen)
+    train, *test = [terms_of(c, d) for c, d in zip(programs, dense)]
+    size = sum(dense[0][i].inputs + dense[0][i].outputs for i in factored) + sum(int(np.size(leaves[i])) for i in rest)
+    return Plan(train, test[0] if test else train, size, None)
 
 
 def _last(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any, layer: str | None,
-          projection: tuple[Any, Any] | None, method: str) -> Callable[[Any, Any], tuple[jax.Array, jax.Array]]:
+          method: str) -> tuple[Callable[[Any, Any, Any], Terms], Any]:
     closed, dense = find_dense(loss_fn, params, example, layer, method)
-    run = factors(closed, dense)
+    run = factors(closed, [dense])
 
-    def parts(p: Any, ex: Any) -> tuple[jax.Array, jax.Array]:
-        a, g = run([*jax.tree.leaves(p), *jax.tree.leaves(ex)])
+    def parts(p: Any, ex: Any, projection: tuple[jax.Array, jax.Array] | None) -> Terms:
+        (a, g), = run([*jax.tree.leaves(p), *jax.tree.leaves(ex)])[0]
         a, g = a.astype(accumulation_dtype(a.dtype)), g.astype(accumulation_dtype(g.dtype))
         if projection is None:
-            return a, g
+            return ((a, g),)
         p_g, p_a = projection
-        return a @ p_a.astype(a.dtype), g @ p_g.astype(g.dtype)
+        return ((a @ p_a.astype(a.dtype), g @ p_g.astype(g.dtype)),)
 
-    parts.dense = dense  # type: ignore[attr-defined]
-    return parts
-
-
-def _check_projection(projection: Any, inputs: int, outputs: int, method: str) -> tuple[jax.Array, jax.Array]:
-    try:
-        p_g, p_a = (jnp.asarray(p) for p in projection)
-    except (TypeError, ValueError):
-        p_g = p_a = None
-    if p_g is None or p_g.ndim != 2 or p_a.ndim != 2 or p_g.shape[0] != outputs or p_a.shape[0] != inputs:
-        raise ValueError(f"{method}: projection must be a pair (P_g, P_a) of matrices of shapes ({outputs}, k_g) and "
-                         f"({inputs}, k_a) for the last layer's {outputs} outputs and {inputs} inputs (Captum's "
-                         "projection_quantities); or pass projection_dim= and key=.")
-    return p_g, p_a
+    return parts, dense
 
 
-def plan(loss_fn: Callable[[Any, Any], Any], test_loss_fn: Callable[[Any, Any], Any] | None, params: Any,
-         example: Any, mode: str, *, layers: Sequence[str] | None, last_layer: str | None,
-         projection: Any, projection_dim: int | None, key: jax.Array | None, method: str) -> Plan:
-    """The factor functions of ``mode`` for these checkpoints' parameters and examples like ``example``."""
-    test_loss_fn = loss_fn if test_loss_fn is None else test_loss_fn
+def _build(loss_fn: Callable[[Any, Any], Any], test_loss_fn: Callable[[Any, Any], Any], params: Any, example: Any,
+           mode: str, layers: Sequence[str] | None, last_layer: str | None, method: str) -> Plan:
     _scalar_loss(loss_fn, params, example, "loss_fn", method)
     if test_loss_fn is not loss_fn:
         _scalar_loss(test_loss_fn, params, example, "test_loss_fn", method)
-    if isinstance(layers, str):
-        layers = [layers]
     if mode == "full":
-        train, size = _full(loss_fn, params, layers, method)
-        test = train if test_loss_fn is loss_fn else _full(test_loss_fn, params, layers, method)[0]
-        return Plan(train, test, size)
-    proj = None
-    if mode == "random_projection":
-        dense = find_dense(loss_fn, params, example, last_layer, method)[1]
-        if projection is not None:
-            proj = _check_projection(projection, dense.inputs, dense.outputs, method)
-        elif projection_dim is None or key is None:
-            raise ValueError(f"{method}: mode='random_projection' needs projection_dim= and a key= (jax.random.key), "
-                             "or the matrices themselves as projection=(P_g, P_a).")
-        else:
-            dtype = jnp.result_type(*jax.tree.leaves(params))
-            proj = draw_projection(key, projection_dim, dense.inputs, dense.outputs,
-                                   dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32)
-    train = _last(loss_fn, params, example, last_layer, proj, method)
-    test = train if test_loss_fn is loss_fn else _last(test_loss_fn, params, example, last_layer, proj, method)
-    dense = train.dense  # type: ignore[attr-defined]
-    size = dense.inputs + dense.outputs if proj is None else proj[0].shape[1] + proj[1].shape[1]
-    return Plan(train, test, size)
+        return _full(loss_fn, test_loss_fn, params, example, layers, method)
+    train, dense = _last(loss_fn, params, example, last_layer, method)
+    test = train if test_loss_fn is loss_fn else _last(test_loss_fn, params, example, last_layer, method)[0]
+    return Plan(train, test, dense.inputs + dense.outputs, (dense.inputs, dense.outputs))
+
+
+def _spec(tree: Any) -> tuple[Any, ...]:
+    return jax.tree.structure(tree), tuple((np.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(tree))
+
+
+_PLANS: dict[tuple[Any, ...], Plan] = {}
+_KEEP = 8  # plans kept for calls with the same loss functions and shapes: no tracing, no compiling again
+
+
+def plan(loss_fn: Callable[[Any, Any], Any], test_loss_fn: Callable[[Any, Any], Any] | None, params: Any,
+         example: Any, mode: str, *, layers: Sequence[str] | str | None, last_layer: str | None, method: str) -> Plan:
+    """The factor functions of ``mode`` for checkpoints and examples shaped like ``params`` and
+    ``example``; the last few are kept, so a call with the same loss functions reuses their programs."""
+    test_loss_fn = loss_fn if test_loss_fn is None else test_loss_fn
+    layers = (layers,) if isinstance(layers, str) else None if layers is None else tuple(map(str, layers))
+    key = (loss_fn, test_loss_fn, mode, layers, last_layer, _spec(params), _spec(example))
+    try:
+        hash(key)
+    except TypeError:  # a loss function that cannot be a key: built for this call only
+        return _build(loss_fn, test_loss_fn, params, example, mode, layers, last_layer, method)
+    if key not in _PLANS:
+        _PLANS[key] = _build(loss_fn, test_loss_fn, params, example, mode, layers, last_layer, method)
+        while len(_PLANS) > _KEEP:
+            del _PLANS[next(iter(_PLANS))]
+    return _PLANS[key]
+
+
+def projection_for(p: Plan, projection: Any, projection_dim: int | None, key: jax.Array | None, dtype: Any,
+                   method: str) -> tuple[tuple[jax.Array, jax.Array] | None, int]:
+    """``mode="random_projection"``'s matrices ``(P_g, P_a)`` (given, or drawn from ``key``; ``None``
+    where Captum would not project) and the values per example they leave."""
+    inputs, outputs = p.last
+    if projection is not None:
+        try:
+            p_g, p_a = (jnp.asarray(m) for m in projection)
+        except (TypeError, ValueError):
+            p_g = p_a = None
+        if p_g is None or p_g.ndim != 2 or p_a.ndim != 2 or p_g.shape[0] != outputs or p_a.shape[0] != inputs:
+            raise ValueError(f"{method}: projection must be a pair (P_g, P_a) of matrices of shapes ({outputs}, k_g) "
+                             f"and ({inputs}, k_a) for the last layer's {outputs} outputs and {inputs} inputs "
+                             "(Captum's projection_quantities); or pass projection_dim= and key=.")
+        proj = (p_g, p_a)
+    elif projection_dim is None or key is None:
+        raise ValueError(f"{method}: mode='random_projection' needs projection_dim= and a key= (jax.random.key), "
+                         "or the matrices themselves as projection=(P_g, P_a).")
+    else:
+        proj = draw_projection(key, projection_dim, inputs, outputs,
+                               dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32)
+    return proj, p.size if proj is None else proj[0].shape[1] + proj[1].shape[1]

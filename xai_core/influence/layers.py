@@ -13,6 +13,11 @@ weight's gradient is the outer product ``g a^T``, so ``<G, G'> = (g . g') (a . a
 operands is a parameter leaf, moved at most by transposes, reshapes and casts) and :func:`factors`
 re-runs the program with that equation's input recorded and a zero added to its output, whose
 gradient is ``g``: exact for a layer written any way, in any framework, one backward pass.
+
+The same closed form serves ``mode="full"`` for every such layer (:func:`rank_one`): the dot product
+of two examples' gradients is ``sum_layers (a . a') (g . g')`` plus that of the other parameters'
+gradients, so a dense weight's per-example gradient is never formed (the trick of "ghost" norms in
+differentially private training, Goodfellow 2015, arXiv:1510.01799).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from jax.extend.core import Literal
 from xai_core.graph import trace
 from xai_core.graph.interpreter import _bind, _interpret
 
-__all__ = ["Dense", "dense_layers", "factors", "leaf_names", "pick"]
+__all__ = ["Dense", "dense_layers", "factors", "find_dense", "leaf_names", "pick", "rank_one", "trace_loss"]
 
 #: Ops that move a weight without mixing its entries: the gradient keeps its norm through them.
 _MOVES = frozenset({"transpose", "convert_element_type", "copy", "copy_p", "reshape", "squeeze"})
@@ -107,13 +112,25 @@ def dense_layers(closed: Any, names: Sequence[tuple[str, ...]], method: str) -> 
     return found, uses
 
 
+def trace_loss(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any) -> Any:
+    """``loss_fn(params, example)`` traced to one flat program of ``(param leaves..., example leaves...)``."""
+    treedef = jax.tree.structure(params)
+    return trace(lambda ls, ex: loss_fn(jax.tree.unflatten(treedef, ls), ex), jax.tree.leaves(params), example)
+
+
+def rank_one(closed: Any, names: Sequence[tuple[str, ...]], method: str) -> dict[int, Dense]:
+    """The dense layers whose weight's per-example gradient is the outer product ``g a^T``: those
+    whose weight leaf the loss uses once, by leaf index."""
+    found, uses = dense_layers(closed, names, method)
+    return {d.leaf: d for d in found if uses.get(d.leaf, 0) == 1}
+
+
 def find_dense(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any, layer: str | None,
                method: str) -> tuple[Any, Dense]:
     """Trace ``loss_fn(params, example)`` and return ``(program, the final dense layer)`` (the last
     one, or the one ``layer`` names), or an error that says what was found."""
-    leaves, treedef = jax.tree.flatten(params)
     names = leaf_names(params)
-    closed = trace(lambda ls, ex: loss_fn(jax.tree.unflatten(treedef, ls), ex), leaves, example)
+    closed = trace_loss(loss_fn, params, example)
     found, uses = dense_layers(closed, names, method)
     listed = ", ".join(d.name for d in found) or "none"
     if layer is not None:
@@ -135,29 +152,39 @@ def find_dense(loss_fn: Callable[[Any, Any], Any], params: Any, example: Any, la
     return closed, dense
 
 
-def factors(closed: Any, dense: Dense) -> Callable[[Sequence[Any]], tuple[jax.Array, jax.Array]]:
-    """``args -> (a, g)``: the last layer's input ``a`` (a vector of ``dense.inputs``) and the loss's
-    gradient ``g`` at its output (a vector of ``dense.outputs``), for the program's flat inputs."""
-    eqn = dense.eqn
-    out = eqn.outvars[0].aval
-    contract = eqn.params["dimension_numbers"][0][1 - dense.operand]
-    a_ndim = eqn.invars[1 - dense.operand].aval.ndim
-    order = [d for d in range(a_ndim) if d not in contract] + list(contract)
+def factors(closed: Any, denses: Sequence[Dense], rest: Sequence[int] = ()
+            ) -> Callable[[Sequence[Any]], tuple[list[tuple[jax.Array, jax.Array]], list[jax.Array]]]:
+    """``args -> ([(a, g) per dense layer], [gradient of each leaf in rest])`` in one backward pass:
+    each layer's input ``a`` (a vector of ``dense.inputs``) and the loss's gradient ``g`` at its
+    output (a vector of ``dense.outputs``), and the gradients of the parameter leaves ``rest`` (flat
+    input indices), for the program's flat inputs ``args``. The layers' weights are not differentiated."""
+    which = {id(d.eqn): k for k, d in enumerate(denses)}
+    orders = []
+    for d in denses:
+        contract = d.eqn.params["dimension_numbers"][0][1 - d.operand]
+        a_ndim = d.eqn.invars[1 - d.operand].aval.ndim
+        orders.append([i for i in range(a_ndim) if i not in contract] + list(contract))
 
-    def run(args: Sequence[Any]) -> tuple[jax.Array, jax.Array]:
-        def program(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
-            seen = {}
+    def run(args: Sequence[Any]) -> tuple[list[tuple[jax.Array, jax.Array]], list[jax.Array]]:
+        def program(deltas: list[jax.Array], values: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
+            full, seen = list(args), {}
+            for i, v in zip(rest, values):
+                full[i] = v
 
             def rule(e: Any, *invals: Any) -> Any:
-                if e is not eqn:
+                k = which.get(id(e))
+                if k is None:
                     return None
-                seen["a"] = invals[1 - dense.operand]
-                return _bind(e, invals)[0] + delta
+                seen[k] = invals[1 - denses[k].operand]
+                return _bind(e, invals)[0] + deltas[k]
 
-            loss = _interpret(closed.jaxpr, closed.consts, args, inline=False, rules={"dot_general": rule})[0]
-            return loss, seen["a"]
+            loss = _interpret(closed.jaxpr, closed.consts, full, inline=False, rules={"dot_general": rule})[0]
+            return loss, [seen[k] for k in range(len(denses))]
 
-        (_, a), g = jax.value_and_grad(program, has_aux=True)(jnp.zeros(out.shape, out.dtype))
-        return jnp.transpose(a, order).reshape(dense.inputs), g.reshape(dense.outputs)
+        zeros = [jnp.zeros(d.eqn.outvars[0].aval.shape, d.eqn.outvars[0].aval.dtype) for d in denses]
+        (_, acts), (gs, grads) = jax.value_and_grad(program, (0, 1), has_aux=True)(zeros, [args[i] for i in rest])
+        pairs = [(jnp.transpose(a, o).reshape(d.inputs), g.reshape(d.outputs))
+                 for a, g, o, d in zip(acts, gs, orders, denses)]
+        return pairs, grads
 
     return run

@@ -15,6 +15,8 @@ every checkpoint (``jax.vmap(jax.grad)``, a ``lax.scan`` over checkpoints).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,7 +27,7 @@ import numpy as np
 from xai_core.core.checks import check_choice, check_positive_int
 from xai_core.influence.checkpoints import stack_checkpoints
 from xai_core.influence.data import chunks, peek
-from xai_core.influence.features import AUTO_ELEMENTS, MODES, Plan, plan
+from xai_core.influence.features import AUTO_ELEMENTS, MODES, Plan, Terms, plan, projection_for
 
 __all__ = ["Influential", "self_influence", "top_k", "tracin"]
 
@@ -43,18 +45,13 @@ class Influential(NamedTuple):
     opponent_scores: jax.Array
 
 
-def _dots(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> jax.Array:
-    out = a[0] @ b[0].T
-    for x, y in zip(a[1:], b[1:]):
-        out = out * (x @ y.T)
-    return out
+def _dots(a: Terms, b: Terms) -> jax.Array:
+    """``sum_terms prod_i a_i b_i^T`` for factors of shapes ``(n, d)`` and ``(m, d)``: ``(n, m)``."""
+    return sum(math.prod(x @ y.T for x, y in zip(ta, tb)) for ta, tb in zip(a, b))
 
 
-def _norms(a: tuple[jax.Array, ...]) -> jax.Array:
-    out = jnp.sum(a[0] * a[0], axis=-1)
-    for x in a[1:]:
-        out = out * jnp.sum(x * x, axis=-1)
-    return out
+def _norms(a: Terms) -> jax.Array:
+    return sum(math.prod(jnp.sum(x * x, axis=-1) for x in t) for t in a)
 
 
 class _Run(NamedTuple):
@@ -63,6 +60,7 @@ class _Run(NamedTuple):
     lrs: jax.Array
     size: int
     data: Any
+    projection: tuple[jax.Array, jax.Array] | None
 
 
 def _setup(method: str, loss_fn: Loss, checkpoints: Sequence[Any], data: Any, *, mode: str,
@@ -78,39 +76,72 @@ def _setup(method: str, loss_fn: Loss, checkpoints: Sequence[Any], data: Any, *,
     example, data = peek(data, f"{method}: the training data")
     if example is None:
         next(chunks(data, 1, f"{method}: the training data"))  # raises, naming the type
-    p = plan(loss_fn, test_loss_fn, first, example, mode, layers=layers, last_layer=last_layer,
-             projection=projection, projection_dim=projection_dim, key=key, method=method)
+    p = plan(loss_fn, test_loss_fn, first, example, mode, layers=layers, last_layer=last_layer, method=method)
+    proj, size = None, p.size
+    if mode == "random_projection":
+        proj, size = projection_for(p, projection, projection_dim, key, jnp.result_type(*jax.tree.leaves(first)),
+                                    method)
     if batch_size == "auto":
-        batch_size = int(np.clip(AUTO_ELEMENTS // max(p.size, 1), 16, 512))
-    return _Run(p, stacked, lrs, batch_size, data)
+        batch_size = int(np.clip(AUTO_ELEMENTS // max(size, 1), 16, 512))
+    return _Run(p, stacked, lrs, batch_size, data, proj)
 
 
-def _test_factors(run: _Run, test: Any, method: str) -> tuple[tuple[jax.Array, ...], int]:
-    """The test examples' factors at every checkpoint: a tuple of ``(checkpoints, tests, d)``."""
-    many = jax.jit(lambda stacked, batch: jax.lax.map(lambda p: jax.vmap(run.plan.test, (None, 0))(p, batch),
-                                                      stacked))
+class _Programs(NamedTuple):
+    """The compiled programs of one plan, kept with it (:func:`~xai_core.influence.features.plan`)."""
+
+    tests: Callable[..., Terms]  # (stacked, batch, projection) -> factors (checkpoints, batch, d)
+    scores: Callable[..., jax.Array]  # (stacked, lrs, test terms, batch, projection) -> (tests, batch)
+    norms: Callable[..., jax.Array]  # (stacked, lrs, batch, projection) -> (batch,)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(p: Plan) -> _Programs:
+    def tests(stacked: Any, batch: Any, proj: Any) -> Terms:
+        return jax.lax.map(lambda w: jax.vmap(p.test, (None, 0, None))(w, batch, proj), stacked)
+
+    def scores(stacked: Any, lrs: jax.Array, tests: Terms, batch: Any, proj: Any) -> jax.Array:
+        def step(acc: jax.Array, xs: Any) -> tuple[jax.Array, None]:
+            w, lr, t = xs
+            return acc + lr * _dots(t, jax.vmap(p.train, (None, 0, None))(w, batch, proj)).astype(acc.dtype), None
+
+        first = jax.tree.leaves(tests)[0]
+        acc = jnp.zeros((first.shape[1], jax.tree.leaves(batch)[0].shape[0]), jnp.result_type(first.dtype, lrs.dtype))
+        return jax.lax.scan(step, acc, (stacked, lrs, tests))[0]
+
+    def norms(stacked: Any, lrs: jax.Array, batch: Any, proj: Any) -> jax.Array:
+        def step(acc: jax.Array, xs: Any) -> tuple[jax.Array, None]:
+            w, lr = xs
+            return acc + lr * _norms(jax.vmap(p.train, (None, 0, None))(w, batch, proj)).astype(acc.dtype), None
+
+        return jax.lax.scan(step, jnp.zeros(jax.tree.leaves(batch)[0].shape[0], lrs.dtype), (stacked, lrs))[0]
+
+    return _Programs(jax.jit(tests), jax.jit(scores), jax.jit(norms))
+
+
+def _test_factors(run: _Run, test: Any, method: str) -> tuple[Terms, int]:
+    """The test examples' terms at every checkpoint: factors of shapes ``(checkpoints, tests, d)``."""
+    many = _programs(run.plan).tests
     parts, total = [], 0
     for batch, n in chunks(test, run.size, f"{method}: the test data"):
-        parts.append(tuple(f[:, :n] for f in many(run.stacked, batch)))
+        parts.append(jax.tree.map(lambda f: f[:, :n], many(run.stacked, batch, run.projection)))
         total += n
     if not parts:
         raise ValueError(f"{method}: the test data set is empty.")
-    return tuple(jnp.concatenate(fs, axis=1) for fs in zip(*parts)), total
+    return jax.tree.map(lambda *fs: jnp.concatenate(fs, axis=1), *parts), total
 
 
-def _scorer(run: _Run) -> Callable[..., jax.Array]:
-    """``(stacked, lrs, test_factors, batch) -> (tests, batch)`` influence scores of one chunk."""
-    def scores(stacked: Any, lrs: jax.Array, tests: tuple[jax.Array, ...], batch: Any) -> jax.Array:
-        def step(acc: jax.Array, xs: Any) -> tuple[jax.Array, None]:
-            p, lr, t = xs
-            train = jax.vmap(run.plan.train, (None, 0))(p, batch)
-            return acc + lr * _dots(t, train).astype(acc.dtype), None
-
-        n_test = tests[0].shape[1]
-        acc = jnp.zeros((n_test, run.size), jnp.result_type(tests[0].dtype, lrs.dtype))
-        return jax.lax.scan(step, acc, (stacked, lrs, tests))[0]
-
-    return jax.jit(scores)
+@jax.jit
+def _merge(best: tuple[jax.Array, ...], s: jax.Array, start: jax.Array, n: jax.Array) -> tuple[jax.Array, ...]:
+    """The ``k`` best proponents and opponents so far and the scores ``s`` of the next chunk."""
+    k = best[0].shape[1]
+    valid = jnp.arange(s.shape[1]) < n
+    idx = jnp.broadcast_to(start + jnp.arange(s.shape[1]), s.shape)
+    out = []
+    for sign, (vals, ids) in zip((1, -1), (best[:2], best[2:])):
+        cand = jnp.concatenate([vals, jnp.where(valid, sign * s, -jnp.inf)], axis=1)
+        top, where = jax.lax.top_k(cand, k)
+        out += [top, jnp.take_along_axis(jnp.concatenate([ids, idx], axis=1), where, axis=1)]
+    return tuple(out)
 
 
 _OPTIONS = """
@@ -163,8 +194,8 @@ def tracin(loss_fn: Loss, checkpoints: Sequence[Any], train: Any, test: Any, *, 
                  batch_size=batch_size, test_loss_fn=test_loss_fn, layers=layers, last_layer=last_layer,
                  projection=projection, projection_dim=projection_dim, key=key)
     tests, _ = _test_factors(run, test, "tracin")
-    scores = _scorer(run)
-    out = [scores(run.stacked, run.lrs, tests, batch)[:, :n]
+    scores = _programs(run.plan).scores
+    out = [scores(run.stacked, run.lrs, tests, batch, run.projection)[:, :n]
            for batch, n in chunks(run.data, run.size, "tracin: the training data")]
     return jnp.concatenate(out, axis=1)
 
@@ -191,24 +222,13 @@ def top_k(loss_fn: Loss, checkpoints: Sequence[Any], train: Any, test: Any, k: i
                  batch_size=batch_size, test_loss_fn=test_loss_fn, layers=layers, last_layer=last_layer,
                  projection=projection, projection_dim=projection_dim, key=key)
     tests, n_tests = _test_factors(run, test, "top_k")
-    scores = _scorer(run)
-
-    @jax.jit
-    def merge(best: tuple[jax.Array, ...], s: jax.Array, start: jax.Array, n: jax.Array) -> tuple[jax.Array, ...]:
-        valid = jnp.arange(s.shape[1]) < n
-        idx = jnp.broadcast_to(start + jnp.arange(s.shape[1]), s.shape)
-        out = []
-        for sign, (vals, ids) in zip((1, -1), (best[:2], best[2:])):
-            cand = jnp.concatenate([vals, jnp.where(valid, sign * s, -jnp.inf)], axis=1)
-            top, where = jax.lax.top_k(cand, k)
-            out += [top, jnp.take_along_axis(jnp.concatenate([ids, idx], axis=1), where, axis=1)]
-        return tuple(out)
-
-    dtype = tests[0].dtype
+    scores = _programs(run.plan).scores
+    dtype = jax.tree.leaves(tests)[0].dtype
     empty = (jnp.full((n_tests, k), -jnp.inf, dtype), jnp.full((n_tests, k), -1, jnp.int32))
     best, seen = empty * 2, 0
     for batch, n in chunks(run.data, run.size, "top_k: the training data"):
-        best = merge(best, scores(run.stacked, run.lrs, tests, batch).astype(dtype), jnp.int32(seen), jnp.int32(n))
+        s = scores(run.stacked, run.lrs, tests, batch, run.projection).astype(dtype)
+        best = _merge(best, s, jnp.int32(seen), jnp.int32(n))
         seen += n
     kept = min(k, seen)
     return Influential(best[1][:, :kept], best[0][:, :kept], best[3][:, :kept], -best[2][:, :kept])
@@ -232,17 +252,9 @@ def self_influence(loss_fn: Loss, checkpoints: Sequence[Any], data: Any, *, mode
     run = _setup("self_influence", loss_fn, checkpoints, data, mode=mode, learning_rates=learning_rates,
                  batch_size=batch_size, test_loss_fn=None, layers=layers, last_layer=last_layer,
                  projection=projection, projection_dim=projection_dim, key=key)
-
-    @jax.jit
-    def norms(stacked: Any, lrs: jax.Array, batch: Any) -> jax.Array:
-        def step(acc: jax.Array, xs: Any) -> tuple[jax.Array, None]:
-            p, lr = xs
-            return acc + lr * _norms(jax.vmap(run.plan.train, (None, 0))(p, batch)).astype(acc.dtype), None
-
-        return jax.lax.scan(step, jnp.zeros(run.size, lrs.dtype), (stacked, lrs))[0]
-
-    out = [norms(run.stacked, run.lrs, batch)[:n] for batch, n in chunks(run.data, run.size,
-                                                                          "self_influence: the data")]
+    norms = _programs(run.plan).norms
+    out = [norms(run.stacked, run.lrs, batch, run.projection)[:n]
+           for batch, n in chunks(run.data, run.size, "self_influence: the data")]
     return jnp.concatenate(out)
 
 
