@@ -104,10 +104,9 @@ def attacks(name: str, net: Any, size: int, batch: int, steps: int, repeats: int
     grad = jax.jit(jax.vmap(lambda m, x, t: jax.grad(lambda x: -jax.nn.log_softmax(m.logits(x))[t])(x),
                             in_axes=(None, 0, 0)))
 
-    def torch_grad() -> Any:
+    def torch_grad() -> Any:  # the input's gradient only, as Captum's attacks take it
         x = xs_t.clone().requires_grad_(True)
-        loss(net(x), ts_t).sum().backward()
-        return x.grad
+        return torch.autograd.grad(loss(net(x), ts_t).sum(), x)[0]
 
     rows: dict[str, Any] = {}
     with warnings.catch_warnings():

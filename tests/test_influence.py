@@ -234,7 +234,9 @@ def test_self_influence_ranks_planted_mislabeled_examples_high() -> None:
         assert precision >= 5 / 6, (mode, precision, top)
 
 
-def test_every_data_form_and_chunk_size_gives_the_same_result() -> None:
+def test_every_data_form_and_chunk_size_gives_the_same_result(tmp_path) -> None:  # noqa: ANN001
+    from xai_core.batch.sources import load_data
+
     cks, (xs, ys), test = setup(jnp.float32)
     want = xc.influence.tracin(loss, cks, (xs, ys), test, learning_rates=LRS)
     examples = [(np.asarray(x), np.asarray(y)) for x, y in zip(xs, ys)]
@@ -251,6 +253,10 @@ def test_every_data_form_and_chunk_size_gives_the_same_result() -> None:
     forms = {"array, chunks of 1": (loss, (xs, ys), 1), "array, chunks of 4": (loss, (xs, ys), 4),
              "array, one chunk": (loss, (xs, ys), 64), "list of examples": (loss, examples, 3),
              "iterable of batches": (loss_d, batches([2, 5, 1, 3]), 4)}
+    np.save(tmp_path / "xs.npy", np.asarray(xs))
+    np.save(tmp_path / "ys.npy", np.asarray(ys))
+    reader = load_data(str(tmp_path / "xs.npy"), None, labels=str(tmp_path / "ys.npy"))  # the batch job's reader
+    forms["batch job's reader"] = (loss, reader, 4)
     grain = pytest.importorskip("grain")
     forms["grain MapDataset"] = (loss, grain.MapDataset.source(examples), 5)
     as_dict = {"x": test[0], "y": test[1]}

@@ -5,8 +5,10 @@ Three forms of a data set (an *example* is what the loss function reads: ``(x, y
 - an **array pytree**: every leaf an array whose leading axis runs over the ``n`` examples
   (``(xs, ys)``, ``{"image": ..., "label": ...}``);
 - a **random-access source** of single examples: ``len(data)`` and ``data[i]`` (a grain
-  ``MapDataset`` or ``RandomAccessDataSource``, a list of examples, a batch job's
-  :class:`~xai_core.batch.sources.Source` wrapped as one);
+  ``MapDataset`` or ``RandomAccessDataSource``, a list of examples), or the batch job's reader
+  (:class:`~xai_core.batch.sources.Source` of :func:`~xai_core.batch.sources.load_data`: a folder of
+  images, an ``.npy`` or zarr array), whose examples are ``(read(i), labels[i])``, or ``read(i)``
+  where it has no labels;
 - any other **iterable of batches**, each an array pytree with a leading batch axis (a grain
   ``IterDataset`` after ``.batch``, a data loader, a generator). It is read once, in order; a list
   of batches is passed as ``iter(batches)``.
@@ -26,6 +28,27 @@ import jax
 import numpy as np
 
 __all__ = ["chunks", "is_array_pytree", "peek"]
+
+
+class _Rows:
+    """The batch job's :class:`~xai_core.batch.sources.Source` (``len``, ``read(i)``, ``labels``) as
+    a source of examples ``(x, label)``, or ``x`` without labels (duck-typed: the batch job sits
+    above this floor)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Any:
+        x = self.source.read(i)
+        return x if self.source.labels is None else (x, self.source.labels[i])
+
+
+def _rows_of(data: Any) -> Any:
+    is_reader = hasattr(data, "read") and hasattr(data, "labels") and hasattr(data, "__len__")
+    return _Rows(data) if is_reader and not hasattr(data, "__getitem__") else data
 
 
 def _is_array(a: Any) -> bool:
@@ -102,6 +125,7 @@ def chunks(data: Any, size: int, what: str) -> Iterator[tuple[Any, int]]:
     >>> [n for _, n in chunks(iter([np.ones((3, 2)), np.ones((4, 2))]), 5, "demo")]
     [5, 2]
     """
+    data = _rows_of(data)
     if is_array_pytree(data):
         return _from_arrays(data, size)
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
@@ -118,6 +142,7 @@ def chunks(data: Any, size: int, what: str) -> Iterator[tuple[Any, int]]:
 def peek(data: Any, what: str) -> tuple[Any, Any]:
     """``(example, data)``: the first example (for tracing) and the data to read from the start (an
     iterator put back together)."""
+    data = _rows_of(data)
     if is_array_pytree(data):
         if np.shape(jax.tree.leaves(data)[0])[0] == 0:
             raise ValueError(f"{what}: the data set is empty.")
