@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 # the same XLA:CPU flags as benchmarks.robust_influence; before JAX starts
 if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
@@ -22,43 +21,25 @@ if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", "")
 
 import numpy as np  # noqa: E402
 
-RADIUS, STEP, STEPS, SIZE, BATCH = 8 / 255, 2 / 255, 20, 64, 32
+STEPS, SIZE, BATCH = 20, 64, 32
 
 
 def run(dtype: str) -> None:
     import jax
     import jax.numpy as jnp
     import torch
-    from captum.robust import FGSM, PGD
 
-    import xai_core as xc
     from benchmarks.models import torch_small_resnet
-    from xai_core.adapters import from_torch
+    from benchmarks.robust_influence import RADIUS, STEP, attack_setup
 
-    tdt = torch.float64 if dtype == "float64" else torch.float32
-    net = torch_small_resnet().to(tdt)
-    xs_t = torch.rand((BATCH, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(1)).to(tdt)
-    with torch.no_grad():
-        ts_t = net(xs_t).argmax(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m = from_torch(net, xs_t[:1])
-    xs, ts = jnp.asarray(xs_t.numpy()), jnp.asarray(ts_t.numpy())
+    net = torch_small_resnet().to(torch.float64 if dtype == "float64" else torch.float32)
+    a = attack_setup(net, BATCH, SIZE, STEPS)
+    xs_t, ts_t, m, xs, ts, start = a.xs_t, a.ts_t, a.m, a.xs, a.ts, a.start
     assert xs.dtype == jnp.dtype(dtype), xs.dtype
-    loss = lambda out, t: torch.nn.functional.cross_entropy(out, t, reduction="none")  # noqa: E731
-    pgd_t = PGD(net, loss_func=loss, lower_bound=0.0, upper_bound=1.0)
-    fgsm_t = FGSM(net, loss_func=loss, lower_bound=0.0, upper_bound=1.0)
     torch.manual_seed(5)
-    start = jnp.asarray((pgd_t._random_point(xs_t, RADIUS, "Linf", 1) - xs_t).numpy())
-    torch.manual_seed(5)
-    pgd_c = pgd_t.perturb(xs_t, RADIUS, STEP, STEPS, ts_t, random_start=True, norm="Linf").detach().numpy()
-    fgsm_c = fgsm_t.perturb(xs_t, RADIUS, ts_t).detach().numpy()
-    pgd = jax.jit(jax.vmap(lambda m, x, t, d: xc.robust.pgd(m.logits, RADIUS, STEP, STEPS, random_start=True,
-                                                            bounds=(0.0, 1.0))(x, t, start=d),
-                           in_axes=(None, 0, 0, 0)))
-    fgsm = jax.jit(jax.vmap(lambda m, x, t: xc.robust.fgsm(m.logits, RADIUS, bounds=(0.0, 1.0))(x, t),
-                            in_axes=(None, 0, 0)))
-    pgd_o, fgsm_o = np.asarray(pgd(m, xs, ts, start)), np.asarray(fgsm(m, xs, ts))
+    pgd_c = a.pgd_t.perturb(xs_t, RADIUS, STEP, STEPS, ts_t, random_start=True, norm="Linf").detach().numpy()
+    fgsm_c = a.fgsm_t.perturb(xs_t, RADIUS, ts_t).detach().numpy()
+    pgd_o, fgsm_o = np.asarray(a.pgd(m, xs, ts, start)), np.asarray(a.fgsm(m, xs, ts))
 
     # the gradients each side's FGSM steps along
     g_o = np.asarray(jax.jit(jax.vmap(jax.grad(lambda x, t: -jax.nn.log_softmax(m.logits(x))[t])))(xs, ts))

@@ -41,6 +41,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 # XLA:CPU's own convolution kernels (see benchmarks/run.py's CPU_FLAGS); before JAX starts
@@ -72,35 +73,49 @@ def _diff(ours: Any, theirs: Any, relative: bool) -> float:
 
 # --------------------------------------------------------------------------- attacks
 
-def attacks(name: str, net: Any, size: int, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+def attack_setup(net: Any, batch: int, size: int, steps: int) -> SimpleNamespace:
+    """The torch model's batch (in its dtype), its predictions, the adapter ``m``, Captum's ``PGD`` and
+    ``FGSM`` with the cross-entropy, Captum's random start drawn after ``torch.manual_seed(5)`` (to
+    replay in ours) and our jitted ``pgd(m, xs, ts, start)`` and ``fgsm(m, xs, ts)`` (shared with
+    ``benchmarks.attack_agreement``)."""
     import torch
     from captum.robust import FGSM, PGD
 
-    from benchmarks.run import measure, torch_run
     from xai_core.adapters import from_torch
 
-    xs_t = torch.rand((batch, 3, size, size), generator=torch.Generator().manual_seed(1))
+    dtype = next(net.parameters()).dtype
+    xs_t = torch.rand((batch, 3, size, size), generator=torch.Generator().manual_seed(1)).to(dtype)
     with torch.no_grad():
         ts_t = net(xs_t).argmax(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = from_torch(net, xs_t[:1])
-    xs, ts = jnp.asarray(xs_t.numpy()), jnp.asarray(ts_t.numpy())
     loss = lambda out, t: torch.nn.functional.cross_entropy(out, t, reduction="none")  # noqa: E731
     pgd_t = PGD(net, loss_func=loss, lower_bound=0.0, upper_bound=1.0)
-    fgsm_t = FGSM(net, loss_func=loss, lower_bound=0.0, upper_bound=1.0)
     torch.manual_seed(5)
     start = jnp.asarray((pgd_t._random_point(xs_t, RADIUS, "Linf", 1) - xs_t).numpy())
-
-    def captum_pgd() -> Any:
-        torch.manual_seed(5)  # the draw replayed in ours
-        return pgd_t.perturb(xs_t, RADIUS, STEP, steps, ts_t, random_start=True, norm="Linf")
-
     pgd = jax.jit(jax.vmap(lambda m, x, t, d: xc.robust.pgd(m.logits, RADIUS, STEP, steps, random_start=True,
                                                             bounds=(0.0, 1.0))(x, t, start=d),
                            in_axes=(None, 0, 0, 0)))
     fgsm = jax.jit(jax.vmap(lambda m, x, t: xc.robust.fgsm(m.logits, RADIUS, bounds=(0.0, 1.0))(x, t),
                             in_axes=(None, 0, 0)))
+    return SimpleNamespace(xs_t=xs_t, ts_t=ts_t, m=m, xs=jnp.asarray(xs_t.numpy()), ts=jnp.asarray(ts_t.numpy()),
+                           loss=loss, pgd_t=pgd_t, fgsm_t=FGSM(net, loss_func=loss, lower_bound=0.0, upper_bound=1.0),
+                           start=start, pgd=pgd, fgsm=fgsm)
+
+
+def attacks(name: str, net: Any, size: int, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.run import measure, torch_run
+
+    a = attack_setup(net, batch, size, steps)
+    xs_t, ts_t, m, xs, ts, loss, pgd, fgsm, start = a.xs_t, a.ts_t, a.m, a.xs, a.ts, a.loss, a.pgd, a.fgsm, a.start
+
+    def captum_pgd() -> Any:
+        torch.manual_seed(5)  # the draw replayed in ours
+        return a.pgd_t.perturb(xs_t, RADIUS, STEP, steps, ts_t, random_start=True, norm="Linf")
+
     grad = jax.jit(jax.vmap(lambda m, x, t: jax.grad(lambda x: -jax.nn.log_softmax(m.logits(x))[t])(x),
                             in_axes=(None, 0, 0)))
 
@@ -116,7 +131,7 @@ def attacks(name: str, net: Any, size: int, batch: int, steps: int, repeats: int
                  "torch": measure(lambda: torch_run(torch_grad), max(repeats, 3), torch_side=True)["seconds"]}
         for method, ours, theirs in (
                 ("PGD", lambda: pgd(m, xs, ts, start), captum_pgd),
-                ("FGSM", lambda: fgsm(m, xs, ts), lambda: fgsm_t.perturb(xs_t, RADIUS, ts_t))):
+                ("FGSM", lambda: fgsm(m, xs, ts), lambda: a.fgsm_t.perturb(xs_t, RADIUS, ts_t))):
             o = measure(lambda ours=ours: ((lambda: np.asarray(jax.block_until_ready(ours()))), 0.0), repeats)
             c = measure(lambda theirs=theirs: torch_run(theirs), repeats, torch_side=True)
             o["max_abs_diff_vs_captum"] = _diff(o["out"], c["out"], relative=False)
