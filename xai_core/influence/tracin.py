@@ -187,8 +187,8 @@ def tracin(loss_fn: Loss, checkpoints: Sequence[Any], train: Any, test: Any, *, 
         >>> loss = lambda w, ex: (ex[0] @ w - ex[1]) ** 2
         >>> xs, ys = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), jnp.array([1.0, -1.0, -0.5])
         >>> w = jnp.zeros(2)
-        >>> xc.influence.tracin(loss, [w], (xs, ys), (xs[:1], ys[:1]), learning_rates=0.5).tolist()
-        [[2.0, 0.0, -1.0]]
+        >>> xc.influence.tracin(loss, [w], (xs, ys), (xs[2:], ys[2:]), learning_rates=0.5).tolist()
+        [[-1.0, 1.0, 1.0]]
     """
     run = _setup("tracin", loss_fn, checkpoints, train, mode=mode, learning_rates=learning_rates,
                  batch_size=batch_size, test_loss_fn=test_loss_fn, layers=layers, last_layer=last_layer,
