@@ -40,11 +40,19 @@ def test_a_model_is_a_pytree_of_its_weights() -> None:
 
 def test_jit_takes_the_weights_as_arguments_and_new_weights_do_not_recompile() -> None:
     m = mlp()
-    explain = jax.jit(ig_batch)
+    traced = []
+
+    def counted(m: Model, xs: jax.Array, ts: jax.Array) -> jax.Array:
+        traced.append(1)  # runs once per trace, so once per compilation
+        return ig_batch(m, xs, ts)
+
+    explain = jax.jit(counted)
     first = explain(m, XS, TS)
     new = m.with_params(jax.tree.map(lambda a: a * 0.5 + 0.1, m.params))
     second = explain(new, XS, TS)
-    assert explain._cache_size() == 1  # one compilation for both sets of weights
+    # one trace and compilation for both sets of weights. (Counted in Python: the C++ dispatch
+    # cache's private _cache_size() read 0 in one long CI worker, where its fast path was not taken.)
+    assert len(traced) == 1
     np.testing.assert_allclose(first, ig_batch(m, XS, TS), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(second, ig_batch(new, XS, TS), rtol=1e-5, atol=1e-6)
     assert not np.allclose(first, second)
